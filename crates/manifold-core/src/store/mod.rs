@@ -1,0 +1,806 @@
+//! The durable outbox. One schema, two backends: an SQLite file (default, single node, group
+//! commit) and PostgreSQL (many nodes: `FOR UPDATE SKIP LOCKED` claims under leases,
+//! `LISTEN/NOTIFY` wake-ups).
+//!
+//! Rows: `payloads` (written once per natural key + version), `deliveries` (one per payload ×
+//! destination), `attempts` (the log of every try), `dead_letters`, `destination_state`.
+
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::redact_url;
+use crate::destination::Delivery;
+use crate::event::Envelope;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store: {0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// A payload to commit with its delivery rows.
+#[derive(Debug, Clone)]
+pub struct NewPayload {
+    pub envelope: Envelope,
+    pub terra_reference: Option<String>,
+    pub body: String,
+    /// Names of the destinations that get a delivery row.
+    pub destinations: Vec<String>,
+}
+
+/// Result of committing a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub payload_id: String,
+    pub version: i64,
+    /// Delivery rows created (0 when the payload was identical to the stored latest version).
+    pub deliveries: usize,
+    /// The same body was already stored as the latest version of this natural key.
+    pub duplicate: bool,
+}
+
+/// What happens to a claimed delivery after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    Delivered,
+    RetryAt { at_ms: i64, error: String },
+    Dead { reason: String },
+    /// Put back without using up the attempt (the destination was disabled meanwhile).
+    Release { error: String },
+}
+
+/// One finished attempt to record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub destination: String,
+    pub attempt: u32,
+    pub started_at_us: i64,
+    pub finished_at_us: i64,
+    pub status_code: Option<u16>,
+    pub class: &'static str,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    pub disposition: Disposition,
+}
+
+/// A delivery row as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryInfo {
+    pub id: String,
+    pub payload_id: String,
+    pub destination: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub dead_reason: Option<String>,
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub natural_key: String,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One attempt-log row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptInfo {
+    pub delivery_id: String,
+    pub destination: String,
+    pub node: String,
+    pub attempt: i64,
+    pub started_at_us: i64,
+    pub finished_at_us: i64,
+    pub status_code: Option<i64>,
+    pub class: String,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Queue figures for one destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    pub pending: i64,
+    pub due: i64,
+    pub oldest_due_ms: Option<i64>,
+    pub dead: i64,
+    pub delivered: i64,
+}
+
+/// Filter for listing deliveries.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<String>,
+    pub destination: Option<String>,
+    pub payload_id: Option<String>,
+    pub limit: i64,
+}
+
+/// Wakes the workers of a destination when rows for it were committed.
+#[derive(Default)]
+pub struct Wakers {
+    map: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    pub fn get(&self, destination: &str) -> Arc<Notify> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(destination.to_string()).or_default().clone()
+    }
+    pub fn wake(&self, destination: &str) {
+        self.get(destination).notify_one();
+    }
+}
+
+const NOTIFY_CHANNEL: &str = "manifold_deliveries";
+const RESPONSE_LIMIT: usize = 2048;
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn iso(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+    writer: Option<mpsc::Sender<writer::Request>>,
+    wakers: Arc<Wakers>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).field("url", &redact_url(&self.url)).finish()
+    }
+}
+
+impl Store {
+    /// Connect, apply migrations, start the group-commit writer (SQLite).
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Other(format!("unsupported store URL `{}`", redact_url(url))));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let conn_url = sqlite_url(url)?;
+                AnyPoolOptions::new()
+                    .max_connections(max_connections.clamp(2, 8))
+                    .min_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                                 PRAGMA busy_timeout=15000; PRAGMA foreign_keys=ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&conn_url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await?
+            }
+        };
+        let mut store =
+            Store { pool, backend, url: url.to_string(), writer: None, wakers: Arc::new(Wakers::default()) };
+        store.migrate().await?;
+        if backend == Backend::Sqlite {
+            store.writer = Some(writer::spawn(store.clone()));
+        }
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn wakers(&self) -> &Arc<Wakers> {
+        &self.wakers
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            // Several nodes may start at once: one migrates, the others wait.
+            conn.execute("SELECT pg_advisory_lock(7261001)").await?;
+        }
+        let result = async {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS manifold_migrations (version BIGINT PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+            let applied: Vec<i64> = sqlx::query("SELECT version FROM manifold_migrations")
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.get::<i64, _>(0))
+                .collect();
+            let list = match self.backend {
+                Backend::Sqlite => schema::SQLITE,
+                Backend::Postgres => schema::POSTGRES,
+            };
+            for (version, description, sql) in list {
+                if applied.contains(version) {
+                    continue;
+                }
+                let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+                tx.execute(*sql).await?;
+                sqlx::query("INSERT INTO manifold_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
+                    .bind(*version)
+                    .bind(*description)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                tracing::info!(version, description, "store migration applied");
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_unlock(7261001)").await?;
+        }
+        result?;
+        Ok(())
+    }
+
+    /// Commit payloads and their delivery rows; each payload's rows in one transaction with it.
+    /// Returns only after the commit is durable.
+    pub async fn commit(&self, payload: NewPayload) -> Result<Committed> {
+        match &self.writer {
+            Some(w) => {
+                let (tx, rx) = oneshot::channel();
+                w.send(writer::Request { payload, respond: tx })
+                    .await
+                    .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
+                rx.await.map_err(|_| StoreError::Other("the store writer has stopped".into()))?
+            }
+            None => {
+                let mut results = self.commit_batch(vec![payload]).await?;
+                results.pop().ok_or_else(|| StoreError::Other("no result".into()))?
+            }
+        }
+    }
+
+    /// Commit several payloads in one transaction (group commit). Each gets its own result.
+    pub(crate) async fn commit_batch(&self, payloads: Vec<NewPayload>) -> Result<Vec<Result<Committed>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(payloads.len());
+        let mut woken: Vec<String> = Vec::new();
+        let now = now_ms();
+        for p in payloads {
+            let id = uuid::Uuid::now_v7().to_string();
+            let natural_key = p.envelope.natural_key.clone().unwrap_or_else(|| format!("event:{id}"));
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(&natural_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let latest = sqlx::query(
+                "SELECT id, version, body FROM payloads WHERE natural_key = $1 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(&natural_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = &latest {
+                let body: String = row.get(2);
+                if body == p.body {
+                    out.push(Ok(Committed {
+                        payload_id: row.get(0),
+                        version: row.get(1),
+                        deliveries: 0,
+                        duplicate: true,
+                    }));
+                    continue;
+                }
+            }
+            let version = latest.map(|r| r.get::<i64, _>(1) + 1).unwrap_or(1);
+            sqlx::query(
+                "INSERT INTO payloads (id, natural_key, version, event_type, user_id, reference_id, \
+                 terra_reference, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&id)
+            .bind(&natural_key)
+            .bind(version)
+            .bind(&p.envelope.event_type)
+            .bind(p.envelope.user_id.clone())
+            .bind(p.envelope.reference_id.clone())
+            .bind(p.terra_reference.clone())
+            .bind(&p.body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for dest in &p.destinations {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, payload_id, destination, status, attempts, next_attempt_at, \
+                     created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4)",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&id)
+                .bind(dest)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if !woken.contains(dest) {
+                    woken.push(dest.clone());
+                }
+            }
+            out.push(Ok(Committed { payload_id: id, version, deliveries: p.destinations.len(), duplicate: false }));
+        }
+        if self.backend == Backend::Postgres {
+            for d in &woken {
+                sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(d).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        for d in &woken {
+            self.wakers.wake(d);
+        }
+        Ok(out)
+    }
+
+    /// Claim up to `limit` due deliveries of `destination` for `lease`. The returned token owns
+    /// them until the lease expires; outcomes are recorded with it.
+    pub async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> Result<(String, Vec<Delivery>)> {
+        let token = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        let expires = now + lease.as_millis() as i64;
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "WITH due AS (SELECT id FROM deliveries WHERE destination = $1 AND status = 'pending' \
+                 AND next_attempt_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE deliveries d SET lease_owner = $4, lease_expires_at = $5, attempts = d.attempts + 1, \
+                 updated_at = $2 FROM due WHERE d.id = due.id"
+            }
+            Backend::Sqlite => {
+                "UPDATE deliveries SET lease_owner = $4, lease_expires_at = $5, attempts = attempts + 1, \
+                 updated_at = $2 WHERE id IN (SELECT id FROM deliveries WHERE destination = $1 \
+                 AND status = 'pending' AND next_attempt_at <= $2 \
+                 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) ORDER BY next_attempt_at LIMIT $3)"
+            }
+        };
+        let claimed = sqlx::query(sql)
+            .bind(destination)
+            .bind(now)
+            .bind(limit as i64)
+            .bind(&token)
+            .bind(expires)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            return Ok((token, Vec::new()));
+        }
+        let rows = sqlx::query(
+            "SELECT d.id, d.payload_id, d.attempts, p.event_type, p.user_id, p.reference_id, p.natural_key, \
+             p.version, p.terra_reference, p.created_at, p.body FROM deliveries d \
+             JOIN payloads p ON p.id = d.payload_id WHERE d.lease_owner = $1 ORDER BY d.next_attempt_at, d.id",
+        )
+        .bind(&token)
+        .fetch_all(&self.pool)
+        .await?;
+        let deliveries = rows.iter().map(delivery_from_row).collect();
+        Ok((token, deliveries))
+    }
+
+    /// Record finished attempts and their consequences in one transaction. Rows whose lease was
+    /// lost (another node re-claimed them) are logged but not changed.
+    pub async fn record(&self, token: &str, node: &str, records: &[AttemptRecord]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO attempts (delivery_id, destination, node, attempt, started_at_us, finished_at_us, \
+                 status_code, class, error, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&r.delivery_id)
+            .bind(&r.destination)
+            .bind(node)
+            .bind(r.attempt as i64)
+            .bind(r.started_at_us)
+            .bind(r.finished_at_us)
+            .bind(r.status_code.map(i64::from))
+            .bind(r.class)
+            .bind(r.error.as_deref().map(|e| truncate(e, RESPONSE_LIMIT)))
+            .bind(r.response.as_deref().map(|e| truncate(e, RESPONSE_LIMIT)))
+            .execute(&mut *tx)
+            .await?;
+            let changed = match &r.disposition {
+                Disposition::Delivered => sqlx::query(
+                    "UPDATE deliveries SET status = 'delivered', lease_owner = NULL, lease_expires_at = NULL, \
+                     last_error = NULL, updated_at = $1 WHERE id = $2 AND lease_owner = $3",
+                )
+                .bind(now)
+                .bind(&r.delivery_id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                Disposition::RetryAt { at_ms, error } => sqlx::query(
+                    "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL, lease_expires_at = NULL, \
+                     last_error = $2, updated_at = $3 WHERE id = $4 AND lease_owner = $5",
+                )
+                .bind(*at_ms)
+                .bind(truncate(error, RESPONSE_LIMIT))
+                .bind(now)
+                .bind(&r.delivery_id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                Disposition::Release { error } => sqlx::query(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, attempts = attempts - 1, \
+                     last_error = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4",
+                )
+                .bind(truncate(error, RESPONSE_LIMIT))
+                .bind(now)
+                .bind(&r.delivery_id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                Disposition::Dead { reason } => {
+                    let n = sqlx::query(
+                        "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL, \
+                         last_error = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4",
+                    )
+                    .bind(truncate(reason, RESPONSE_LIMIT))
+                    .bind(now)
+                    .bind(&r.delivery_id)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n > 0 {
+                        sqlx::query(
+                            "INSERT INTO dead_letters (delivery_id, destination, reason, created_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (delivery_id) DO UPDATE SET \
+                             reason = excluded.reason, created_at = excluded.created_at",
+                        )
+                        .bind(&r.delivery_id)
+                        .bind(&r.destination)
+                        .bind(truncate(reason, RESPONSE_LIMIT))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    n
+                }
+            };
+            if changed == 0 {
+                tracing::warn!(delivery = %r.delivery_id, "lease lost before the outcome was recorded; another node owns the row");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Give back every row still leased under `token` (shutdown before an attempt started).
+    pub async fn release(&self, token: &str) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, attempts = attempts - 1 \
+             WHERE lease_owner = $1 AND status = 'pending'",
+        )
+        .bind(token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Make a delivery due again now, with a fresh attempt budget. Returns false if unknown.
+    pub async fn replay(&self, delivery_id: &str) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let dest: Option<String> = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING destination",
+        )
+        .bind(now_ms())
+        .bind(delivery_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get(0));
+        sqlx::query("DELETE FROM dead_letters WHERE delivery_id = $1").bind(delivery_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        if let Some(d) = &dest {
+            self.wakers.wake(d);
+        }
+        Ok(dest)
+    }
+
+    /// Replay every delivery of a destination with `status` created at or after `since_ms`.
+    pub async fn replay_destination(&self, destination: &str, status: &str, since_ms: i64) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM dead_letters WHERE delivery_id IN (SELECT id FROM deliveries WHERE destination = $1 \
+             AND status = $2 AND created_at >= $3)",
+        )
+        .bind(destination)
+        .bind(status)
+        .bind(since_ms)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $4, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = $4 WHERE destination = $1 AND status = $2 AND created_at >= $3",
+        )
+        .bind(destination)
+        .bind(status)
+        .bind(since_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        self.wakers.wake(destination);
+        Ok(n)
+    }
+
+    pub async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryInfo>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.payload_id, d.destination, d.status, d.attempts, d.next_attempt_at, d.last_error, \
+             dl.reason, p.event_type, p.user_id, p.natural_key, p.version, d.created_at, d.updated_at \
+             FROM deliveries d JOIN payloads p ON p.id = d.payload_id \
+             LEFT JOIN dead_letters dl ON dl.delivery_id = d.id \
+             WHERE ($1 IS NULL OR d.status = $1) AND ($2 IS NULL OR d.destination = $2) \
+             AND ($3 IS NULL OR d.payload_id = $3) ORDER BY d.created_at DESC, d.id DESC LIMIT $4",
+        )
+        .bind(f.status.clone())
+        .bind(f.destination.clone())
+        .bind(f.payload_id.clone())
+        .bind(if f.limit <= 0 { 100 } else { f.limit.min(10_000) })
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryInfo {
+                id: r.get(0),
+                payload_id: r.get(1),
+                destination: r.get(2),
+                status: r.get(3),
+                attempts: r.get(4),
+                next_attempt_at: iso(r.get(5)),
+                last_error: r.get(6),
+                dead_reason: r.get(7),
+                event_type: r.get(8),
+                user_id: r.get(9),
+                natural_key: r.get(10),
+                version: r.get(11),
+                created_at: iso(r.get(12)),
+                updated_at: iso(r.get(13)),
+            })
+            .collect())
+    }
+
+    pub async fn attempts(&self, delivery_id: Option<&str>) -> Result<Vec<AttemptInfo>> {
+        let rows = sqlx::query(
+            "SELECT delivery_id, destination, node, attempt, started_at_us, finished_at_us, status_code, class, \
+             error, response FROM attempts WHERE ($1 IS NULL OR delivery_id = $1) ORDER BY id",
+        )
+        .bind(delivery_id.map(str::to_string))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AttemptInfo {
+                delivery_id: r.get(0),
+                destination: r.get(1),
+                node: r.get(2),
+                attempt: r.get(3),
+                started_at_us: r.get(4),
+                finished_at_us: r.get(5),
+                status_code: r.get(6),
+                class: r.get(7),
+                error: r.get(8),
+                response: r.get(9),
+            })
+            .collect())
+    }
+
+    pub async fn queue_stats(&self) -> Result<HashMap<String, QueueStats>> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "SELECT destination, status, COUNT(*), \
+             SUM(CASE WHEN next_attempt_at <= $1 THEN 1 ELSE 0 END), MIN(next_attempt_at) \
+             FROM deliveries GROUP BY destination, status",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, QueueStats> = HashMap::new();
+        for r in rows {
+            let dest: String = r.get(0);
+            let status: String = r.get(1);
+            let count: i64 = r.get(2);
+            let s = out.entry(dest).or_default();
+            match status.as_str() {
+                "pending" => {
+                    s.pending = count;
+                    s.due = r.try_get::<i64, _>(3).unwrap_or(0);
+                    let min: Option<i64> = r.try_get(4).ok();
+                    s.oldest_due_ms = min.filter(|m| *m <= now).map(|m| now - m);
+                }
+                "dead" => s.dead = count,
+                "delivered" => s.delivered = count,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Disable (410) or re-enable a destination. Shared by every node.
+    pub async fn set_disabled(&self, destination: &str, disabled: bool, reason: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO destination_state (name, disabled, reason, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled, reason = excluded.reason, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(destination)
+        .bind(if disabled { 1i64 } else { 0i64 })
+        .bind(reason.map(str::to_string))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if !disabled {
+            self.wakers.wake(destination);
+        }
+        Ok(())
+    }
+
+    /// The reason a destination is disabled, if it is.
+    pub async fn disabled(&self, destination: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT disabled, reason FROM destination_state WHERE name = $1")
+            .bind(destination)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| {
+            (r.get::<i64, _>(0) != 0).then(|| r.get::<Option<String>, _>(1).unwrap_or_else(|| "disabled".into()))
+        }))
+    }
+
+    /// Fetch a stored payload body by id.
+    pub async fn payload(&self, id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT body FROM payloads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    /// Is the store reachable?
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// PostgreSQL: forward `NOTIFY manifold_deliveries` to the local wakers, so any node's commit
+    /// wakes this node's workers. Reconnects on error. No-op on SQLite.
+    pub fn spawn_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let url = self.url.clone();
+        let wakers = self.wakers.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(mut l) => {
+                        if let Err(e) = l.listen(NOTIFY_CHANNEL).await {
+                            tracing::warn!(error = %e, "LISTEN failed; polling only");
+                        } else {
+                            while let Ok(n) = l.recv().await {
+                                wakers.wake(n.payload());
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot open the LISTEN connection; polling only"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn delivery_from_row(r: &AnyRow) -> Delivery {
+    let created: i64 = r.get(9);
+    let body: String = r.get(10);
+    Delivery {
+        id: r.get(0),
+        payload_id: r.get(1),
+        attempt: r.get::<i64, _>(2).max(1) as u32,
+        event_type: r.get(3),
+        user_id: r.get(4),
+        reference_id: r.get(5),
+        natural_key: r.get(6),
+        version: r.get(7),
+        terra_reference: r.get(8),
+        created_at: Utc.timestamp_millis_opt(created).single().unwrap_or_else(Utc::now),
+        body: Bytes::from(body),
+    }
+}
+
+/// `sqlite://path` → a URL that creates the file, after creating its folder.
+fn sqlite_url(url: &str) -> Result<String> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Other(
+            "an in-memory SQLite store would lose every payload on restart: give a file path".into(),
+        ));
+    }
+    if let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let q = if query.is_empty() { "mode=rwc".to_string() } else { query.to_string() };
+    Ok(format!("sqlite://{path}?{q}"))
+}

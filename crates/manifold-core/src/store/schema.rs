@@ -1,0 +1,125 @@
+//! Versioned migrations, one list per backend. The schema is the same; only column types differ.
+
+/// (version, description, statements) for SQLite.
+pub const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "outbox",
+    r#"
+CREATE TABLE IF NOT EXISTS payloads (
+    id TEXT PRIMARY KEY,
+    natural_key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    user_id TEXT,
+    reference_id TEXT,
+    terra_reference TEXT,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (natural_key, version)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    payload_id TEXT NOT NULL REFERENCES payloads(id),
+    destination TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (destination, status, created_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    node TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at_us INTEGER NOT NULL,
+    finished_at_us INTEGER NOT NULL,
+    status_code INTEGER,
+    class TEXT NOT NULL,
+    error TEXT,
+    response TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    delivery_id TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS destination_state (
+    name TEXT PRIMARY KEY,
+    disabled INTEGER NOT NULL,
+    reason TEXT,
+    updated_at INTEGER NOT NULL
+);
+"#,
+)];
+
+/// The same schema for PostgreSQL.
+pub const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "outbox",
+    r#"
+CREATE TABLE IF NOT EXISTS payloads (
+    id TEXT PRIMARY KEY,
+    natural_key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    event_type TEXT NOT NULL,
+    user_id TEXT,
+    reference_id TEXT,
+    terra_reference TEXT,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (natural_key, version)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    payload_id TEXT NOT NULL REFERENCES payloads(id),
+    destination TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at BIGINT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (destination, status, created_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    id BIGSERIAL PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    node TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    started_at_us BIGINT NOT NULL,
+    finished_at_us BIGINT NOT NULL,
+    status_code BIGINT,
+    class TEXT NOT NULL,
+    error TEXT,
+    response TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    delivery_id TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS destination_state (
+    name TEXT PRIMARY KEY,
+    disabled BIGINT NOT NULL,
+    reason TEXT,
+    updated_at BIGINT NOT NULL
+);
+"#,
+)];
