@@ -57,7 +57,10 @@ pub struct Response {
 
 impl Response {
     pub fn status(status: u16) -> Self {
-        Self { status: Some(status), body: None }
+        Self {
+            status: Some(status),
+            body: None,
+        }
     }
     pub fn with_body(mut self, body: impl Into<String>) -> Self {
         self.body = Some(body.into());
@@ -72,7 +75,11 @@ pub enum Outcome {
     Delivered { response: Response },
     /// Transient failure (timeout, connection refused, 5xx, throttling). `after` is a hint from
     /// the server (Retry-After) that the engine honours within the retry policy's bounds.
-    Retry { after: Option<Duration>, reason: String, response: Response },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+        response: Response,
+    },
     /// The destination refused this item for good (4xx, auth, schema, too large): dead letter.
     Permanent { reason: String, response: Response },
     /// The destination itself is gone (HTTP 410): the engine disables it until re-enabled.
@@ -83,16 +90,27 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn delivered() -> Self {
-        Outcome::Delivered { response: Response::default() }
+        Outcome::Delivered {
+            response: Response::default(),
+        }
     }
     pub fn retry(reason: impl Into<String>) -> Self {
-        Outcome::Retry { after: None, reason: reason.into(), response: Response::default() }
+        Outcome::Retry {
+            after: None,
+            reason: reason.into(),
+            response: Response::default(),
+        }
     }
     pub fn permanent(reason: impl Into<String>) -> Self {
-        Outcome::Permanent { reason: reason.into(), response: Response::default() }
+        Outcome::Permanent {
+            reason: reason.into(),
+            response: Response::default(),
+        }
     }
     pub fn internal(reason: impl Into<String>) -> Self {
-        Outcome::Internal { reason: reason.into() }
+        Outcome::Internal {
+            reason: reason.into(),
+        }
     }
 
     /// The error class recorded in the attempt log and metrics.
@@ -162,7 +180,10 @@ pub struct SettingIssue {
 
 impl SettingIssue {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -184,7 +205,11 @@ pub trait DestinationFactory: Send + Sync + 'static {
 /// the key when serde mentions one.
 pub fn serde_issue(err: &dyn std::fmt::Display) -> SettingIssue {
     let msg = err.to_string();
-    let msg = msg.trim().trim_start_matches("TOML parse error").trim().to_string();
+    let msg = msg
+        .trim()
+        .trim_start_matches("TOML parse error")
+        .trim()
+        .to_string();
     let key = msg
         .split('`')
         .nth(1)

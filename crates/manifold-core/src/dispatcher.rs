@@ -33,7 +33,10 @@ struct RateLimiter {
 
 impl RateLimiter {
     fn new(per_second: f64) -> Self {
-        RateLimiter { interval: Duration::from_secs_f64(1.0 / per_second), next: Mutex::new(Instant::now()) }
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / per_second),
+            next: Mutex::new(Instant::now()),
+        }
     }
     async fn wait(&self, n: usize) {
         let slot = {
@@ -56,9 +59,17 @@ pub async fn run_destination(
 ) {
     let name = dest.common.name.clone();
     let concurrency = dest.common.concurrency.max(1);
-    let batch = dest.common.batch_size.unwrap_or(usize::MAX).min(dest.destination.max_batch()).max(1);
+    let batch = dest
+        .common
+        .batch_size
+        .unwrap_or(usize::MAX)
+        .min(dest.destination.max_batch())
+        .max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
-    let limiter = dest.common.rate_limit.map(|r| Arc::new(RateLimiter::new(r)));
+    let limiter = dest
+        .common
+        .rate_limit
+        .map(|r| Arc::new(RateLimiter::new(r)));
     let waker = store.wakers().get(&name);
     let mut tasks = JoinSet::new();
     let mut disabled_logged = false;
@@ -74,7 +85,8 @@ pub async fn run_destination(
             Ok(Some(reason)) => {
                 if !disabled_logged {
                     tracing::error!(destination = %name, %reason, "destination is disabled; deliveries wait until it is re-enabled (POST /admin/destinations/{name}/enable)");
-                    metrics::gauge!("manifold_destination_disabled", "destination" => name.clone()).set(1.0);
+                    metrics::gauge!("manifold_destination_disabled", "destination" => name.clone())
+                        .set(1.0);
                     disabled_logged = true;
                 }
                 wait(&waker, settings.poll_interval, &mut shutdown).await;
@@ -83,7 +95,8 @@ pub async fn run_destination(
             Ok(None) => {
                 if disabled_logged {
                     tracing::info!(destination = %name, "destination re-enabled");
-                    metrics::gauge!("manifold_destination_disabled", "destination" => name.clone()).set(0.0);
+                    metrics::gauge!("manifold_destination_disabled", "destination" => name.clone())
+                        .set(0.0);
                     disabled_logged = false;
                 }
             }
@@ -159,26 +172,40 @@ async fn wait(waker: &tokio::sync::Notify, poll: Duration, shutdown: &mut watch:
 }
 
 /// One `deliver` call and the recording of its outcomes.
-async fn attempt(store: &Store, dest: &DestinationConfig, node: &str, token: &str, chunk: Vec<Delivery>) {
+async fn attempt(
+    store: &Store,
+    dest: &DestinationConfig,
+    node: &str,
+    token: &str,
+    chunk: Vec<Delivery>,
+) {
     let name = &dest.common.name;
     let started_us = now_us();
     let started = Instant::now();
-    let outcomes = match tokio::time::timeout(dest.common.timeout, dest.destination.deliver(&chunk)).await {
-        Ok(o) if o.len() == chunk.len() => o,
-        Ok(o) => {
-            let msg = format!("destination returned {} outcomes for {} deliveries", o.len(), chunk.len());
-            chunk.iter().map(|_| Outcome::internal(msg.clone())).collect()
-        }
-        Err(_) => chunk
-            .iter()
-            .map(|_| {
-                Outcome::retry(format!(
-                    "timed out after {}",
-                    humantime::format_duration(dest.common.timeout)
-                ))
-            })
-            .collect(),
-    };
+    let outcomes =
+        match tokio::time::timeout(dest.common.timeout, dest.destination.deliver(&chunk)).await {
+            Ok(o) if o.len() == chunk.len() => o,
+            Ok(o) => {
+                let msg = format!(
+                    "destination returned {} outcomes for {} deliveries",
+                    o.len(),
+                    chunk.len()
+                );
+                chunk
+                    .iter()
+                    .map(|_| Outcome::internal(msg.clone()))
+                    .collect()
+            }
+            Err(_) => chunk
+                .iter()
+                .map(|_| {
+                    Outcome::retry(format!(
+                        "timed out after {}",
+                        humantime::format_duration(dest.common.timeout)
+                    ))
+                })
+                .collect(),
+        };
     let elapsed = started.elapsed();
     let finished_us = now_us();
     metrics::histogram!("manifold_attempt_duration_seconds", "destination" => name.clone())
@@ -198,7 +225,8 @@ async fn attempt(store: &Store, dest: &DestinationConfig, node: &str, token: &st
                 retry_in_ms = at_ms - now_ms(), %error, "attempt failed; will retry"
             ),
             Disposition::Dead { reason } => {
-                metrics::counter!("manifold_dead_letters_total", "destination" => name.clone()).increment(1);
+                metrics::counter!("manifold_dead_letters_total", "destination" => name.clone())
+                    .increment(1);
                 tracing::warn!(destination = %name, delivery = %d.id, attempt = d.attempt, %reason, "dead letter")
             }
             Disposition::Release { error } => {
@@ -232,10 +260,22 @@ async fn attempt(store: &Store, dest: &DestinationConfig, node: &str, token: &st
     tracing::error!(destination = %name, "outcomes not recorded; the rows will be re-delivered when their lease expires");
 }
 
-async fn dispose(store: &Store, dest: &DestinationConfig, d: &Delivery, outcome: &Outcome) -> Disposition {
+async fn dispose(
+    store: &Store,
+    dest: &DestinationConfig,
+    d: &Delivery,
+    outcome: &Outcome,
+) -> Disposition {
     let policy = &dest.common.retry;
-    let retry = |after: Option<Duration>, reason: &str| match policy.next(d.attempt, after, rand::random::<f64>()) {
-        Next::RetryIn(delay) => Disposition::RetryAt { at_ms: now_ms() + delay.as_millis() as i64, error: reason.to_string() },
+    let retry = |after: Option<Duration>, reason: &str| match policy.next(
+        d.attempt,
+        after,
+        rand::random::<f64>(),
+    ) {
+        Next::RetryIn(delay) => Disposition::RetryAt {
+            at_ms: now_ms() + delay.as_millis() as i64,
+            error: reason.to_string(),
+        },
         Next::GiveUp => Disposition::Dead {
             reason: format!("gave up after {} attempts; last error: {reason}", d.attempt),
         },
@@ -244,15 +284,20 @@ async fn dispose(store: &Store, dest: &DestinationConfig, d: &Delivery, outcome:
         Outcome::Delivered { .. } => Disposition::Delivered,
         Outcome::Retry { after, reason, .. } => retry(*after, reason),
         Outcome::Internal { reason } => retry(None, &format!("internal error: {reason}")),
-        Outcome::Permanent { reason, .. } => Disposition::Dead { reason: reason.clone() },
+        Outcome::Permanent { reason, .. } => Disposition::Dead {
+            reason: reason.clone(),
+        },
         Outcome::Gone { reason, .. } => {
             let name = &dest.common.name;
             if let Err(e) = store.set_disabled(name, true, Some(reason)).await {
                 tracing::error!(destination = %name, error = %e, "cannot persist the disabled state");
             }
             tracing::error!(destination = %name, %reason, "destination answered 410 Gone: disabled");
-            metrics::counter!("manifold_destination_disabled_total", "destination" => name.clone()).increment(1);
-            Disposition::Release { error: reason.clone() }
+            metrics::counter!("manifold_destination_disabled_total", "destination" => name.clone())
+                .increment(1);
+            Disposition::Release {
+                error: reason.clone(),
+            }
         }
     }
 }

@@ -33,8 +33,18 @@ struct Inner {
 }
 
 impl Engine {
-    pub fn new(store: Store, destinations: Vec<DestinationConfig>, settings: DispatchSettings) -> Self {
-        Engine { inner: Arc::new(Inner { store, destinations, settings }) }
+    pub fn new(
+        store: Store,
+        destinations: Vec<DestinationConfig>,
+        settings: DispatchSettings,
+    ) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                destinations,
+                settings,
+            }),
+        }
     }
 
     /// Open the configured store and build an engine for a config.
@@ -62,7 +72,11 @@ impl Engine {
 
     /// Validate a Terra-shaped event and commit it with one delivery row per matching
     /// destination. Returns once the commit is durable.
-    pub async fn publish(&self, body: &[u8], terra_reference: Option<String>) -> Result<Committed, PublishError> {
+    pub async fn publish(
+        &self,
+        body: &[u8],
+        terra_reference: Option<String>,
+    ) -> Result<Committed, PublishError> {
         let value: serde_json::Value = serde_json::from_slice(body)?;
         self.publish_value(&value, terra_reference).await
     }
@@ -83,7 +97,12 @@ impl Engine {
         let committed = self
             .inner
             .store
-            .commit(NewPayload { envelope, terra_reference, body: value.to_string(), destinations })
+            .commit(NewPayload {
+                envelope,
+                terra_reference,
+                body: value.to_string(),
+                destinations,
+            })
             .await?;
         if !committed.duplicate {
             metrics::counter!("manifold_payloads_accepted_total").increment(1);

@@ -4,8 +4,16 @@
 use serde_json::Value;
 
 /// Data event types (they carry `data` or, for athlete, `athlete`).
-pub const DATA_TYPES: &[&str] =
-    &["activity", "athlete", "body", "daily", "menstruation", "nutrition", "sleep", "planned_workout"];
+pub const DATA_TYPES: &[&str] = &[
+    "activity",
+    "athlete",
+    "body",
+    "daily",
+    "menstruation",
+    "nutrition",
+    "sleep",
+    "planned_workout",
+];
 
 /// Informational event types.
 pub const INFO_TYPES: &[&str] = &[
@@ -120,15 +128,26 @@ pub fn parse_envelope(v: &Value) -> Result<Envelope, EventError> {
         && !u.is_object()
         && !u.is_null()
     {
-        return Err(EventError::Invalid("user", "must be an object with `user_id`".into()));
+        return Err(EventError::Invalid(
+            "user",
+            "must be an object with `user_id`".into(),
+        ));
     }
-    let user_id = user.and_then(|u| u.get("user_id")).and_then(Value::as_str).map(str::to_string);
-    let reference_id =
-        user.and_then(|u| u.get("reference_id")).and_then(Value::as_str).map(str::to_string);
+    let user_id = user
+        .and_then(|u| u.get("user_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let reference_id = user
+        .and_then(|u| u.get("reference_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
 
     let natural_key = if event_type == "athlete" {
         if !obj.get("athlete").is_some_and(Value::is_object) {
-            return Err(EventError::Invalid("athlete", "an athlete event needs an `athlete` object".into()));
+            return Err(EventError::Invalid(
+                "athlete",
+                "an athlete event needs an `athlete` object".into(),
+            ));
         }
         Some(format!("{}:athlete", user_id.as_deref().unwrap_or("-")))
     } else if DATA_TYPES.contains(&event_type.as_str()) {
@@ -143,22 +162,40 @@ pub fn parse_envelope(v: &Value) -> Result<Envelope, EventError> {
             }
         };
         let keys: Vec<String> = match data {
-            Some(items) => items.iter().map(|i| item_key(&event_type, i)).collect::<Option<_>>().unwrap_or_default(),
+            Some(items) => items
+                .iter()
+                .map(|i| item_key(&event_type, i))
+                .collect::<Option<_>>()
+                .unwrap_or_default(),
             None => obj["deleted"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|d| {
-                    d.get("summary_id").or_else(|| d.get("date")).and_then(Value::as_str).map(|s| format!("del:{s}"))
+                    d.get("summary_id")
+                        .or_else(|| d.get("date"))
+                        .and_then(Value::as_str)
+                        .map(|s| format!("del:{s}"))
                 })
                 .collect(),
         };
-        (!keys.is_empty())
-            .then(|| format!("{}:{}:{}", user_id.as_deref().unwrap_or("-"), event_type, keys.join(",")))
+        (!keys.is_empty()).then(|| {
+            format!(
+                "{}:{}:{}",
+                user_id.as_deref().unwrap_or("-"),
+                event_type,
+                keys.join(",")
+            )
+        })
     } else {
         None
     };
-    Ok(Envelope { event_type, user_id, reference_id, natural_key })
+    Ok(Envelope {
+        event_type,
+        user_id,
+        reference_id,
+        natural_key,
+    })
 }
 
 #[cfg(test)]
@@ -186,15 +223,29 @@ mod tests {
 
     #[test]
     fn info_events_have_no_key() {
-        let e = parse_envelope(&json!({"type":"auth","user":{"user_id":"u1"},"status":"success"})).unwrap();
+        let e = parse_envelope(&json!({"type":"auth","user":{"user_id":"u1"},"status":"success"}))
+            .unwrap();
         assert_eq!(e.natural_key, None);
     }
 
     #[test]
     fn refuses_unknown_and_malformed() {
-        assert!(parse_envelope(&json!({"type":"nope"})).unwrap_err().is_unknown_type());
-        assert_eq!(parse_envelope(&json!([])).unwrap_err(), EventError::NotAnObject);
-        assert_eq!(parse_envelope(&json!({"user":{}})).unwrap_err(), EventError::MissingType);
-        assert!(matches!(parse_envelope(&json!({"type":"sleep"})), Err(EventError::Invalid("data", _))));
+        assert!(
+            parse_envelope(&json!({"type":"nope"}))
+                .unwrap_err()
+                .is_unknown_type()
+        );
+        assert_eq!(
+            parse_envelope(&json!([])).unwrap_err(),
+            EventError::NotAnObject
+        );
+        assert_eq!(
+            parse_envelope(&json!({"user":{}})).unwrap_err(),
+            EventError::MissingType
+        );
+        assert!(matches!(
+            parse_envelope(&json!({"type":"sleep"})),
+            Err(EventError::Invalid("data", _))
+        ));
     }
 }

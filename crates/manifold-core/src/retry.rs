@@ -62,7 +62,9 @@ impl RetryPolicy {
         let base = self.backoff(attempt);
         if self.jitter {
             let unit = unit.clamp(0.0, 1.0);
-            Next::RetryIn(Duration::from_millis((base.as_millis() as f64 * unit) as u64))
+            Next::RetryIn(Duration::from_millis(
+                (base.as_millis() as f64 * unit) as u64,
+            ))
         } else {
             Next::RetryIn(base)
         }
@@ -74,7 +76,10 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { jitter: false, ..RetryPolicy::default() }
+        RetryPolicy {
+            jitter: false,
+            ..RetryPolicy::default()
+        }
     }
 
     #[test]
@@ -83,14 +88,19 @@ mod tests {
         let secs: Vec<u64> = (1..=12).map(|a| p.backoff(a).as_secs()).collect();
         assert_eq!(
             secs,
-            vec![30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 28800, 28800]
+            vec![
+                30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 28800, 28800
+            ]
         );
     }
 
     #[test]
     fn gives_up_after_max_attempts() {
         let p = policy();
-        assert_eq!(p.next(9, None, 0.5), Next::RetryIn(Duration::from_secs(7680)));
+        assert_eq!(
+            p.next(9, None, 0.5),
+            Next::RetryIn(Duration::from_secs(7680))
+        );
         assert_eq!(p.next(10, None, 0.5), Next::GiveUp);
         assert_eq!(p.next(11, None, 0.5), Next::GiveUp);
     }
@@ -98,8 +108,14 @@ mod tests {
     #[test]
     fn retry_after_is_clamped_to_bounds() {
         let p = policy();
-        assert_eq!(p.next(1, Some(Duration::from_secs(1)), 0.0), Next::RetryIn(Duration::from_secs(30)));
-        assert_eq!(p.next(1, Some(Duration::from_secs(120)), 0.0), Next::RetryIn(Duration::from_secs(120)));
+        assert_eq!(
+            p.next(1, Some(Duration::from_secs(1)), 0.0),
+            Next::RetryIn(Duration::from_secs(30))
+        );
+        assert_eq!(
+            p.next(1, Some(Duration::from_secs(120)), 0.0),
+            Next::RetryIn(Duration::from_secs(120))
+        );
         assert_eq!(
             p.next(1, Some(Duration::from_secs(86400)), 0.0),
             Next::RetryIn(Duration::from_secs(8 * 3600))
@@ -120,7 +136,10 @@ mod tests {
 
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
-        let p = RetryPolicy { max_attempts: u32::MAX, ..policy() };
+        let p = RetryPolicy {
+            max_attempts: u32::MAX,
+            ..policy()
+        };
         assert_eq!(p.backoff(u32::MAX - 1), Duration::from_secs(8 * 3600));
     }
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use manifold_core::event::parse_envelope;
-use manifold_core::store::{AttemptRecord, DeliveryFilter, Disposition, NewPayload, Store, now_ms, now_us};
+use manifold_core::store::{
+    AttemptRecord, DeliveryFilter, Disposition, NewPayload, Store, now_ms, now_us,
+};
 use manifold_core::testdb::TempDatabase;
 use serde_json::json;
 
@@ -56,20 +58,49 @@ async fn check_all(store: Store) {
     let (_, again) = store.claim("a", 10, Duration::from_secs(60)).await.unwrap();
     assert!(again.is_empty(), "leased rows were claimed twice");
     // other destinations are independent
-    let (_, b_rows) = store.claim("b", 10, Duration::from_millis(500)).await.unwrap();
+    let (_, b_rows) = store
+        .claim("b", 10, Duration::from_millis(500))
+        .await
+        .unwrap();
     assert_eq!(b_rows.len(), 2);
 
     // retry: not due until its time
     store
-        .record(&t1, "node-1", &[record(&rows[0], Disposition::RetryAt { at_ms: now_ms() + 60_000, error: "HTTP 500".into() })])
+        .record(
+            &t1,
+            "node-1",
+            &[record(
+                &rows[0],
+                Disposition::RetryAt {
+                    at_ms: now_ms() + 60_000,
+                    error: "HTTP 500".into(),
+                },
+            )],
+        )
         .await
         .unwrap();
     // dead letter with the reason
-    store.record(&t1, "node-1", &[record(&rows[1], Disposition::Dead { reason: "HTTP 400: bad".into() })]).await.unwrap();
+    store
+        .record(
+            &t1,
+            "node-1",
+            &[record(
+                &rows[1],
+                Disposition::Dead {
+                    reason: "HTTP 400: bad".into(),
+                },
+            )],
+        )
+        .await
+        .unwrap();
     let (_, none) = store.claim("a", 10, Duration::from_secs(60)).await.unwrap();
     assert!(none.is_empty());
     let dead = store
-        .list_deliveries(&DeliveryFilter { status: Some("dead".into()), destination: Some("a".into()), ..Default::default() })
+        .list_deliveries(&DeliveryFilter {
+            status: Some("dead".into()),
+            destination: Some("a".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);
@@ -80,19 +111,40 @@ async fn check_all(store: Store) {
     assert_eq!(attempts[0].node, "node-1");
 
     // replay makes the dead one due again with a fresh budget, same delivery id
-    assert_eq!(store.replay(&rows[1].id).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(
+        store.replay(&rows[1].id).await.unwrap().as_deref(),
+        Some("a")
+    );
     let (t2, replayed) = store.claim("a", 10, Duration::from_secs(60)).await.unwrap();
     assert_eq!(replayed.len(), 1);
     assert_eq!(replayed[0].id, rows[1].id);
     assert_eq!(replayed[0].attempt, 1);
     // a stale token cannot change a row it no longer owns
-    store.record(&t1, "node-1", &[record(&replayed[0], Disposition::Delivered)]).await.unwrap();
+    store
+        .record(
+            &t1,
+            "node-1",
+            &[record(&replayed[0], Disposition::Delivered)],
+        )
+        .await
+        .unwrap();
     let pending = store
-        .list_deliveries(&DeliveryFilter { status: Some("pending".into()), destination: Some("a".into()), ..Default::default() })
+        .list_deliveries(&DeliveryFilter {
+            status: Some("pending".into()),
+            destination: Some("a".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(pending.len(), 2, "a stale lease holder changed a row");
-    store.record(&t2, "node-1", &[record(&replayed[0], Disposition::Delivered)]).await.unwrap();
+    store
+        .record(
+            &t2,
+            "node-1",
+            &[record(&replayed[0], Disposition::Delivered)],
+        )
+        .await
+        .unwrap();
     let stats = store.queue_stats().await.unwrap();
     assert_eq!(stats["a"].delivered, 1);
     assert_eq!(stats["a"].pending, 1);
@@ -104,8 +156,14 @@ async fn check_all(store: Store) {
     assert!(reclaimed.iter().all(|d| d.attempt >= 2));
 
     // destination state
-    store.set_disabled("a", true, Some("HTTP 410")).await.unwrap();
-    assert_eq!(store.disabled("a").await.unwrap().as_deref(), Some("HTTP 410"));
+    store
+        .set_disabled("a", true, Some("HTTP 410"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.disabled("a").await.unwrap().as_deref(),
+        Some("HTTP 410")
+    );
     store.set_disabled("a", false, None).await.unwrap();
     assert_eq!(store.disabled("a").await.unwrap(), None);
 
@@ -123,7 +181,13 @@ async fn sqlite_store() {
     store.close().await;
     // reopening applies no migration twice and keeps the data
     let store = Store::open(&url, 4).await.unwrap();
-    let all = store.list_deliveries(&DeliveryFilter { limit: 100, ..Default::default() }).await.unwrap();
+    let all = store
+        .list_deliveries(&DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 4);
 }
 
@@ -140,7 +204,10 @@ async fn postgres_concurrent_claims_never_overlap() {
     let db = TempDatabase::create().await;
     let store = Store::open(&db.url, 10).await.unwrap();
     for i in 0..200 {
-        store.commit(sleep_event("u2", &format!("s{i}"), 70)).await.unwrap();
+        store
+            .commit(sleep_event("u2", &format!("s{i}"), 70))
+            .await
+            .unwrap();
     }
     let mut handles = Vec::new();
     for _ in 0..8 {
@@ -175,7 +242,12 @@ async fn postgres_concurrent_versions_of_one_key() {
     let mut handles = Vec::new();
     for i in 0..20 {
         let s = store.clone();
-        handles.push(tokio::spawn(async move { s.commit(sleep_event("u3", "same", i)).await.unwrap().version }));
+        handles.push(tokio::spawn(async move {
+            s.commit(sleep_event("u3", "same", i))
+                .await
+                .unwrap()
+                .version
+        }));
     }
     let mut versions = Vec::new();
     for h in handles {

@@ -22,7 +22,9 @@ pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{expr}}}` is not a valid environment variable reference"));
+                return Err(format!(
+                    "`${{{expr}}}` is not a valid environment variable reference"
+                ));
             }
             match (env(name), default) {
                 (Some(v), _) => out.push_str(&v),

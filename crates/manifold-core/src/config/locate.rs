@@ -59,7 +59,11 @@ impl SpanIndex {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 fn walk_item(item: &Item, path: &str, out: &mut Vec<(String, Range<usize>, Range<usize>)>) {

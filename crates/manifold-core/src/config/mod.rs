@@ -61,7 +61,9 @@ pub mod duration {
 
     pub fn parse(s: &str) -> Result<Duration, String> {
         humantime::parse_duration(s.trim()).map_err(|_| {
-            format!("`{s}` is not a duration: write a number and a unit, like \"30s\", \"5m\" or \"8h\"")
+            format!(
+                "`{s}` is not a duration: write a number and a unit, like \"30s\", \"5m\" or \"8h\""
+            )
         })
     }
 
@@ -90,9 +92,9 @@ pub mod bytesize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (n, unit) = t.split_at(split);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size: write e.g. \"10MiB\", \"512KiB\" or a number of bytes"))?;
+        let n: u64 = n.parse().map_err(|_| {
+            format!("`{s}` is not a size: write e.g. \"10MiB\", \"512KiB\" or a number of bytes")
+        })?;
         let mult = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1000,
@@ -101,7 +103,11 @@ pub mod bytesize {
             "mib" | "m" => 1024 * 1024,
             "gb" => 1000 * 1000 * 1000,
             "gib" | "g" => 1024 * 1024 * 1024,
-            other => return Err(format!("unknown size unit `{other}` in `{s}`: use B, KiB, MiB or GiB")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{s}`: use B, KiB, MiB or GiB"
+                ));
+            }
         };
         Ok(n.saturating_mul(mult))
     }
@@ -126,7 +132,10 @@ pub struct ServerConfig {
     #[serde(default)]
     pub api_keys: Vec<Secret>,
     /// Largest request body accepted.
-    #[serde(default = "default_max_body", deserialize_with = "bytesize::deserialize")]
+    #[serde(
+        default = "default_max_body",
+        deserialize_with = "bytesize::deserialize"
+    )]
     pub max_body: u64,
 }
 
@@ -292,7 +301,9 @@ pub struct DestinationConfig {
 
 impl fmt::Debug for DestinationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DestinationConfig").field("common", &self.common).finish_non_exhaustive()
+        f.debug_struct("DestinationConfig")
+            .field("common", &self.common)
+            .finish_non_exhaustive()
     }
 }
 
@@ -389,7 +400,10 @@ impl Registry {
 fn fix_for(message: &str, key: &str) -> String {
     let m = message.to_ascii_lowercase();
     if m.contains("unknown field") {
-        let expected = message.split("expected").nth(1).map(|s| s.trim().trim_end_matches('.'));
+        let expected = message
+            .split("expected")
+            .nth(1)
+            .map(|s| s.trim().trim_end_matches('.'));
         match expected {
             Some(e) => format!("remove it or correct the spelling (expected {e})"),
             None => "remove it or correct the spelling".into(),
@@ -400,7 +414,10 @@ fn fix_for(message: &str, key: &str) -> String {
         "export the variable before starting, or use `${NAME:-default}`".into()
     } else if m.contains("missing field") {
         "add the key".into()
-    } else if m.contains("relative url") || m.contains("invalid url") || m.contains("url") && key.ends_with("url") {
+    } else if m.contains("relative url")
+        || m.contains("invalid url")
+        || m.contains("url") && key.ends_with("url")
+    {
         "write an absolute URL such as \"https://app.example.com/hooks/terra\"".into()
     } else {
         String::new()
@@ -415,7 +432,11 @@ struct Problem {
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Problem {
-    Problem { key: key.into(), message: message.into(), fix: fix.into() }
+    Problem {
+        key: key.into(),
+        message: message.into(),
+        fix: fix.into(),
+    }
 }
 
 impl Config {
@@ -445,7 +466,11 @@ impl Config {
         let issue = |p: Problem| ConfigIssue {
             file: file.to_string(),
             line: index.line_of_path(&p.key),
-            fix: if p.fix.is_empty() && !has_hint(&p.message) { fix_for(&p.message, &p.key) } else { p.fix },
+            fix: if p.fix.is_empty() && !has_hint(&p.message) {
+                fix_for(&p.message, &p.key)
+            } else {
+                p.fix
+            },
             key: p.key,
             message: p.message,
         };
@@ -507,7 +532,11 @@ impl Config {
             ));
         }
         if raw.server.max_body < 1024 {
-            problems.push(problem("server.max_body", "is below 1KiB", "use e.g. \"10MiB\""));
+            problems.push(problem(
+                "server.max_body",
+                "is below 1KiB",
+                "use e.g. \"10MiB\"",
+            ));
         }
         let url = raw.store.url.expose();
         if !(url.starts_with("sqlite:") || raw.store.is_postgres()) {
@@ -518,7 +547,11 @@ impl Config {
             ));
         }
         if raw.store.lease < Duration::from_secs(1) {
-            problems.push(problem("store.lease", "must be at least 1s", "use e.g. \"60s\""));
+            problems.push(problem(
+                "store.lease",
+                "must be at least 1s",
+                "use e.g. \"60s\"",
+            ));
         }
         if let Some(oura) = &raw.oura
             && oura.client_secret.expose().is_empty()
@@ -535,24 +568,31 @@ impl Config {
         let mut destinations = Vec::new();
         for (i, table) in raw.destinations.into_iter().enumerate() {
             let at = format!("destinations[{i}]");
-            let (common_t, settings): (toml::Table, toml::Table) =
-                table.into_iter().partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
-            let common: DestinationCommon = match serde_path_to_error::deserialize(toml::Value::Table(common_t)) {
-                Ok(c) => c,
-                Err(e) => {
-                    let path = e.path().to_string();
-                    let msg = e.inner().message().trim().to_string();
-                    let key = if path.is_empty() || path == "." {
-                        guess_key(&msg, COMMON_KEYS).map(|k| format!("{at}.{k}")).unwrap_or(at.clone())
-                    } else {
-                        format!("{at}.{path}")
-                    };
-                    problems.push(problem(key, msg, ""));
-                    continue;
-                }
-            };
+            let (common_t, settings): (toml::Table, toml::Table) = table
+                .into_iter()
+                .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
+            let common: DestinationCommon =
+                match serde_path_to_error::deserialize(toml::Value::Table(common_t)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let path = e.path().to_string();
+                        let msg = e.inner().message().trim().to_string();
+                        let key = if path.is_empty() || path == "." {
+                            guess_key(&msg, COMMON_KEYS)
+                                .map(|k| format!("{at}.{k}"))
+                                .unwrap_or(at.clone())
+                        } else {
+                            format!("{at}.{path}")
+                        };
+                        problems.push(problem(key, msg, ""));
+                        continue;
+                    }
+                };
             let name_ok = !common.name.is_empty()
-                && common.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && common
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !name_ok {
                 problems.push(problem(
                     format!("{at}.name"),
@@ -568,7 +608,11 @@ impl Config {
                 ));
             }
             if common.concurrency == 0 {
-                problems.push(problem(format!("{at}.concurrency"), "must be at least 1", "use e.g. 8"));
+                problems.push(problem(
+                    format!("{at}.concurrency"),
+                    "must be at least 1",
+                    "use e.g. 8",
+                ));
             }
             if let Some(r) = common.rate_limit
                 && (r.is_nan() || r <= 0.0)
@@ -580,11 +624,19 @@ impl Config {
                 ));
             }
             if common.batch_size == Some(0) {
-                problems.push(problem(format!("{at}.batch_size"), "must be at least 1", "remove it to use the destination's default"));
+                problems.push(problem(
+                    format!("{at}.batch_size"),
+                    "must be at least 1",
+                    "remove it to use the destination's default",
+                ));
             }
             let retry = &common.retry;
             if retry.max_attempts == 0 {
-                problems.push(problem(format!("{at}.retry.max_attempts"), "must be at least 1", "use e.g. 10"));
+                problems.push(problem(
+                    format!("{at}.retry.max_attempts"),
+                    "must be at least 1",
+                    "use e.g. 10",
+                ));
             }
             if retry.initial_backoff > retry.max_backoff {
                 problems.push(problem(
@@ -632,12 +684,19 @@ impl Config {
             match factory.build(&common.name, settings, &ctx) {
                 Ok(destination) => {
                     if common.enabled {
-                        destinations.push(DestinationConfig { common, destination });
+                        destinations.push(DestinationConfig {
+                            common,
+                            destination,
+                        });
                     }
                 }
                 Err(issues) => {
                     for s in issues {
-                        let key = if s.key.is_empty() { at.clone() } else { format!("{at}.{}", s.key) };
+                        let key = if s.key.is_empty() {
+                            at.clone()
+                        } else {
+                            format!("{at}.{}", s.key)
+                        };
                         problems.push(problem(key, s.message, ""));
                     }
                 }
@@ -658,11 +717,22 @@ impl Config {
 
 /// Does the message already say how to fix it?
 fn has_hint(message: &str) -> bool {
-    [": write ", "; write ", ": use ", "; use ", "write e.g.", "use e.g."].iter().any(|h| message.contains(h))
+    [
+        ": write ",
+        "; write ",
+        ": use ",
+        "; use ",
+        "write e.g.",
+        "use e.g.",
+    ]
+    .iter()
+    .any(|h| message.contains(h))
 }
 
 fn guess_key<'a>(msg: &str, keys: &[&'a str]) -> Option<&'a str> {
-    keys.iter().copied().find(|k| msg.contains(&format!("`{k}`")))
+    keys.iter()
+        .copied()
+        .find(|k| msg.contains(&format!("`{k}`")))
 }
 
 /// `postgres://user:pass@host/db` → `postgres://user:***@host/db`.
@@ -686,7 +756,11 @@ fn interpolate_item(
     match item {
         Item::Table(t) => {
             for (k, v) in t.iter_mut() {
-                let p = if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                };
                 interpolate_item(v, &p, env, problems);
             }
         }

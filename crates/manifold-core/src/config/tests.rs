@@ -29,13 +29,23 @@ impl DestinationFactory for UrlFactory {
     fn kind(&self) -> &'static str {
         "webhook"
     }
-    fn build(&self, _: &str, settings: toml::Table, _: &BuildContext) -> Result<Arc<dyn Destination>, Vec<SettingIssue>> {
-        let s: UrlSettings = toml::Value::Table(settings).try_into().map_err(|e| vec![serde_issue(&e)])?;
+    fn build(
+        &self,
+        _: &str,
+        settings: toml::Table,
+        _: &BuildContext,
+    ) -> Result<Arc<dyn Destination>, Vec<SettingIssue>> {
+        let s: UrlSettings = toml::Value::Table(settings)
+            .try_into()
+            .map_err(|e| vec![serde_issue(&e)])?;
         match url::Url::parse(&s.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(Arc::new(Nothing)),
             _ => Err(vec![SettingIssue::new(
                 "url",
-                format!("`{}` is not an absolute http(s) URL; write e.g. \"https://app.example.com/hooks\"", s.url),
+                format!(
+                    "`{}` is not an absolute http(s) URL; write e.g. \"https://app.example.com/hooks\"",
+                    s.url
+                ),
             )]),
         }
     }
@@ -60,7 +70,12 @@ fn load(src: &str) -> Result<Config, ConfigError> {
 }
 
 fn errors(src: &str) -> Vec<String> {
-    load(src).unwrap_err().0.iter().map(|i| i.to_string()).collect()
+    load(src)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
 }
 
 const GOOD: &str = r#"
@@ -106,8 +121,16 @@ fn unknown_key_names_file_line_key_and_fix() {
     let src = GOOD.replace("[store]\n", "[store]\nurll = \"x\"\n");
     let e = errors(&src);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("manifold.toml:7: store.urll: unknown field `urll`"), "{}", e[0]);
-    assert!(e[0].contains("remove it or correct the spelling"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("manifold.toml:7: store.urll: unknown field `urll`"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[0].contains("remove it or correct the spelling"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
@@ -115,7 +138,11 @@ fn unknown_destination_key_is_reported_with_its_path() {
     let src = GOOD.replace("data_types", "signing_secrett = \"x\"\ndata_types");
     let e = errors(&src);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("manifold.toml:13: destinations[0].signing_secrett: unknown field"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("manifold.toml:13: destinations[0].signing_secrett: unknown field"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
@@ -123,7 +150,11 @@ fn bad_duration_says_how_to_write_one() {
     let src = GOOD.replace("\"10s\"", "\"10 parsecs\"");
     let e = errors(&src);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("manifold.toml:14: destinations[0]"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("manifold.toml:14: destinations[0]"),
+        "{}",
+        e[0]
+    );
     assert!(e[0].contains("`10 parsecs` is not a duration"), "{}", e[0]);
     assert!(e[0].contains("like \"30s\""), "{}", e[0]);
 }
@@ -147,14 +178,24 @@ fn bad_url_is_reported_by_the_destination_type() {
     let src = GOOD.replace("https://app.example.com/terra", "app.example.com/terra");
     let e = errors(&src);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("manifold.toml:12: destinations[0].url: `app.example.com/terra` is not an absolute"), "{}", e[0]);
+    assert!(
+        e[0].starts_with(
+            "manifold.toml:12: destinations[0].url: `app.example.com/terra` is not an absolute"
+        ),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
 fn bad_listen_address_is_located() {
     let src = GOOD.replace("127.0.0.1:9999", "localhost-ish");
     let e = errors(&src);
-    assert!(e[0].starts_with("manifold.toml:3: server.listen: invalid socket address"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("manifold.toml:3: server.listen: invalid socket address"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
@@ -162,8 +203,16 @@ fn lease_must_exceed_timeout() {
     let src = GOOD.replace("[store]\n", "[store]\nlease = \"5s\"\n");
     let e = errors(&src);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].contains("destinations[0].timeout: is 8s but store.lease is 5s"), "{}", e[0]);
-    assert!(e[0].ends_with("lower the timeout or raise store.lease"), "{}", e[0]);
+    assert!(
+        e[0].contains("destinations[0].timeout: is 8s but store.lease is 5s"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[0].ends_with("lower the timeout or raise store.lease"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
@@ -174,9 +223,17 @@ fn every_problem_is_reported_not_just_the_first() {
         .replace("max_attempts = 4", "max_attempts = 0");
     let e = errors(&src);
     assert_eq!(e.len(), 3, "{e:?}");
-    assert!(e.iter().any(|l| l.contains("destinations[0].type: unknown destination type `carrier-pigeon`; use one of: webhook")));
-    assert!(e.iter().any(|l| l.contains("destinations[0].data_types[1]: `naps` is not a Terra event type")));
-    assert!(e.iter().any(|l| l.contains("destinations[0].retry.max_attempts: must be at least 1")));
+    assert!(e.iter().any(|l| l.contains(
+        "destinations[0].type: unknown destination type `carrier-pigeon`; use one of: webhook"
+    )));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("destinations[0].data_types[1]: `naps` is not a Terra event type"))
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("destinations[0].retry.max_attempts: must be at least 1"))
+    );
 }
 
 #[test]
@@ -186,12 +243,25 @@ fn duplicate_names_and_bad_store_urls() {
     )
     .replace("sqlite://./data/m.db", "mysql://db/x");
     let e = errors(&src);
-    assert!(e.iter().any(|l| l.contains("store.url: unsupported store URL scheme")), "{e:?}");
-    assert!(e.iter().any(|l| l.contains("destinations[1].name: the name `app` is used by another destination")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("store.url: unsupported store URL scheme")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l
+                .contains("destinations[1].name: the name `app` is used by another destination")),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn syntax_errors_have_a_line() {
     let e = errors("[server]\nlisten = 127.0.0.1\n");
-    assert!(e[0].starts_with("manifold.toml:2: invalid TOML"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("manifold.toml:2: invalid TOML"),
+        "{}",
+        e[0]
+    );
 }

@@ -72,10 +72,17 @@ pub struct Committed {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
     Delivered,
-    RetryAt { at_ms: i64, error: String },
-    Dead { reason: String },
+    RetryAt {
+        at_ms: i64,
+        error: String,
+    },
+    Dead {
+        reason: String,
+    },
     /// Put back without using up the attempt (the destination was disabled meanwhile).
-    Release { error: String },
+    Release {
+        error: String,
+    },
 }
 
 /// One finished attempt to record.
@@ -195,7 +202,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).field("url", &redact_url(&self.url)).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("url", &redact_url(&self.url))
+            .finish()
     }
 }
 
@@ -208,7 +218,10 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(StoreError::Other(format!("unsupported store URL `{}`", redact_url(url))));
+            return Err(StoreError::Other(format!(
+                "unsupported store URL `{}`",
+                redact_url(url)
+            )));
         };
         let pool = match backend {
             Backend::Sqlite => {
@@ -237,13 +250,27 @@ impl Store {
                     .await?
             }
         };
-        let mut store =
-            Store { pool, backend, url: url.to_string(), writer: None, wakers: Arc::new(Wakers::default()) };
+        let mut store = Store {
+            pool,
+            backend,
+            url: url.to_string(),
+            writer: None,
+            wakers: Arc::new(Wakers::default()),
+        };
         store.migrate().await?;
         if backend == Backend::Sqlite {
             store.writer = Some(writer::spawn(store.clone()));
         }
         Ok(store)
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
+    /// a transaction that first reads never fails to upgrade under concurrent writers.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -311,27 +338,40 @@ impl Store {
         match &self.writer {
             Some(w) => {
                 let (tx, rx) = oneshot::channel();
-                w.send(writer::Request { payload, respond: tx })
-                    .await
-                    .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
-                rx.await.map_err(|_| StoreError::Other("the store writer has stopped".into()))?
+                w.send(writer::Request {
+                    payload,
+                    respond: tx,
+                })
+                .await
+                .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
+                rx.await
+                    .map_err(|_| StoreError::Other("the store writer has stopped".into()))?
             }
             None => {
                 let mut results = self.commit_batch(vec![payload]).await?;
-                results.pop().ok_or_else(|| StoreError::Other("no result".into()))?
+                results
+                    .pop()
+                    .ok_or_else(|| StoreError::Other("no result".into()))?
             }
         }
     }
 
     /// Commit several payloads in one transaction (group commit). Each gets its own result.
-    pub(crate) async fn commit_batch(&self, payloads: Vec<NewPayload>) -> Result<Vec<Result<Committed>>> {
-        let mut tx = self.pool.begin().await?;
+    pub(crate) async fn commit_batch(
+        &self,
+        payloads: Vec<NewPayload>,
+    ) -> Result<Vec<Result<Committed>>> {
+        let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(payloads.len());
         let mut woken: Vec<String> = Vec::new();
         let now = now_ms();
         for p in payloads {
             let id = uuid::Uuid::now_v7().to_string();
-            let natural_key = p.envelope.natural_key.clone().unwrap_or_else(|| format!("event:{id}"));
+            let natural_key = p
+                .envelope
+                .natural_key
+                .clone()
+                .unwrap_or_else(|| format!("event:{id}"));
             if self.backend == Backend::Postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                     .bind(&natural_key)
@@ -387,11 +427,20 @@ impl Store {
                     woken.push(dest.clone());
                 }
             }
-            out.push(Ok(Committed { payload_id: id, version, deliveries: p.destinations.len(), duplicate: false }));
+            out.push(Ok(Committed {
+                payload_id: id,
+                version,
+                deliveries: p.destinations.len(),
+                duplicate: false,
+            }));
         }
         if self.backend == Backend::Postgres {
             for d in &woken {
-                sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(d).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -403,7 +452,12 @@ impl Store {
 
     /// Claim up to `limit` due deliveries of `destination` for `lease`. The returned token owns
     /// them until the lease expires; outcomes are recorded with it.
-    pub async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> Result<(String, Vec<Delivery>)> {
+    pub async fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<(String, Vec<Delivery>)> {
         let token = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let expires = now + lease.as_millis() as i64;
@@ -450,7 +504,7 @@ impl Store {
     /// lost (another node re-claimed them) are logged but not changed.
     pub async fn record(&self, token: &str, node: &str, records: &[AttemptRecord]) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for r in records {
             sqlx::query(
                 "INSERT INTO attempts (delivery_id, destination, node, attempt, started_at_us, finished_at_us, \
@@ -552,7 +606,7 @@ impl Store {
 
     /// Make a delivery due again now, with a fresh attempt budget. Returns false if unknown.
     pub async fn replay(&self, delivery_id: &str) -> Result<Option<String>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let dest: Option<String> = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL, \
              lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING destination",
@@ -562,7 +616,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .map(|r| r.get(0));
-        sqlx::query("DELETE FROM dead_letters WHERE delivery_id = $1").bind(delivery_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM dead_letters WHERE delivery_id = $1")
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         if let Some(d) = &dest {
             self.wakers.wake(d);
@@ -571,9 +628,14 @@ impl Store {
     }
 
     /// Replay every delivery of a destination with `status` created at or after `since_ms`.
-    pub async fn replay_destination(&self, destination: &str, status: &str, since_ms: i64) -> Result<u64> {
+    pub async fn replay_destination(
+        &self,
+        destination: &str,
+        status: &str,
+        since_ms: i64,
+    ) -> Result<u64> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM dead_letters WHERE delivery_id IN (SELECT id FROM deliveries WHERE destination = $1 \
              AND status = $2 AND created_at >= $3)",
@@ -692,7 +754,12 @@ impl Store {
     }
 
     /// Disable (410) or re-enable a destination. Shared by every node.
-    pub async fn set_disabled(&self, destination: &str, disabled: bool, reason: Option<&str>) -> Result<()> {
+    pub async fn set_disabled(
+        &self,
+        destination: &str,
+        disabled: bool,
+        reason: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO destination_state (name, disabled, reason, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled, reason = excluded.reason, \
@@ -717,7 +784,10 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.and_then(|r| {
-            (r.get::<i64, _>(0) != 0).then(|| r.get::<Option<String>, _>(1).unwrap_or_else(|| "disabled".into()))
+            (r.get::<i64, _>(0) != 0).then(|| {
+                r.get::<Option<String>, _>(1)
+                    .unwrap_or_else(|| "disabled".into())
+            })
         }))
     }
 
@@ -756,7 +826,9 @@ impl Store {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot open the LISTEN connection; polling only"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the LISTEN connection; polling only")
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -781,18 +853,24 @@ fn delivery_from_row(r: &AnyRow) -> Delivery {
         natural_key: r.get(6),
         version: r.get(7),
         terra_reference: r.get(8),
-        created_at: Utc.timestamp_millis_opt(created).single().unwrap_or_else(Utc::now),
+        created_at: Utc
+            .timestamp_millis_opt(created)
+            .single()
+            .unwrap_or_else(Utc::now),
         body: Bytes::from(body),
     }
 }
 
 /// `sqlite://path` → a URL that creates the file, after creating its folder.
 fn sqlite_url(url: &str) -> Result<String> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::Other(
-            "an in-memory SQLite store would lose every payload on restart: give a file path".into(),
+            "an in-memory SQLite store would lose every payload on restart: give a file path"
+                .into(),
         ));
     }
     if let Some(parent) = Path::new(path).parent()
@@ -801,6 +879,10 @@ fn sqlite_url(url: &str) -> Result<String> {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", parent.display())))?;
     }
-    let q = if query.is_empty() { "mode=rwc".to_string() } else { query.to_string() };
+    let q = if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        query.to_string()
+    };
     Ok(format!("sqlite://{path}?{q}"))
 }

@@ -30,7 +30,9 @@ pub(super) fn spawn(store: Store) -> mpsc::Sender<Request> {
                     tracing::warn!(error = %e, "group commit failed; committing one by one");
                     for (p, r) in payloads.into_iter().zip(responders) {
                         let res = match store.commit_batch(vec![p]).await {
-                            Ok(mut v) => v.pop().unwrap_or_else(|| Err(StoreError::Other("no result".into()))),
+                            Ok(mut v) => v
+                                .pop()
+                                .unwrap_or_else(|| Err(StoreError::Other("no result".into()))),
                             Err(e) => Err(e),
                         };
                         let _ = r.send(res);

@@ -1,0 +1,9 @@
+//! The destination types compiled into this binary.
+
+use manifold_core::Registry;
+
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(manifold_webhook::WebhookFactory);
+    r
+}
