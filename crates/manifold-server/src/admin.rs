@@ -23,15 +23,25 @@ fn check_status(s: &str) -> Result<(), Problem> {
     if STATUSES.contains(&s) {
         Ok(())
     } else {
-        Err(Problem::bad_request(format!("status `{s}` is unknown: use one of {}", STATUSES.join(", "))))
+        Err(Problem::bad_request(format!(
+            "status `{s}` is unknown: use one of {}",
+            STATUSES.join(", ")
+        )))
     }
 }
 
 fn check_destination(state: &AppState, name: &str) -> Result<(), Problem> {
-    if state.engine.destinations().iter().any(|d| d.common.name == name) {
+    if state
+        .engine
+        .destinations()
+        .iter()
+        .any(|d| d.common.name == name)
+    {
         Ok(())
     } else {
-        Err(Problem::not_found(format!("no destination is named `{name}` in the config")))
+        Err(Problem::not_found(format!(
+            "no destination is named `{name}` in the config"
+        )))
     }
 }
 
@@ -59,7 +69,12 @@ pub async fn list_deliveries(
         payload_id: q.payload_id,
         limit: q.limit.unwrap_or(100),
     };
-    let rows = state.engine.store().list_deliveries(&filter).await.map_err(store_error)?;
+    let rows = state
+        .engine
+        .store()
+        .list_deliveries(&filter)
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({ "deliveries": rows })).into_response())
 }
 
@@ -69,7 +84,12 @@ pub async fn attempts(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     require_key(&state, &headers)?;
-    let rows = state.engine.store().attempts(Some(&id)).await.map_err(store_error)?;
+    let rows = state
+        .engine
+        .store()
+        .attempts(Some(&id))
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({ "attempts": rows })).into_response())
 }
 
@@ -79,8 +99,16 @@ pub async fn replay(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     require_key(&state, &headers)?;
-    match state.engine.store().replay(&id).await.map_err(store_error)? {
-        Some(dest) => Ok(Json(json!({ "status": "replaying", "id": id, "destination": dest })).into_response()),
+    match state
+        .engine
+        .store()
+        .replay(&id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(dest) => Ok(
+            Json(json!({ "status": "replaying", "id": id, "destination": dest })).into_response(),
+        ),
         None => Err(Problem::not_found(format!("no delivery has the id `{id}`"))),
     }
 }
@@ -110,7 +138,12 @@ pub async fn replay_destination(
             ))
         })?,
     };
-    let n = state.engine.store().replay_destination(&name, &status, since_ms).await.map_err(store_error)?;
+    let n = state
+        .engine
+        .store()
+        .replay_destination(&name, &status, since_ms)
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({ "status": "replaying", "destination": name, "replayed": n })).into_response())
 }
 
@@ -133,7 +166,12 @@ pub async fn enable(
 ) -> Result<Response, Problem> {
     require_key(&state, &headers)?;
     check_destination(&state, &name)?;
-    state.engine.store().set_disabled(&name, false, None).await.map_err(store_error)?;
+    state
+        .engine
+        .store()
+        .set_disabled(&name, false, None)
+        .await
+        .map_err(store_error)?;
     tracing::info!(destination = %name, "destination enabled by the admin API");
     Ok(Json(json!({ "destination": name, "disabled": false })).into_response())
 }
@@ -145,16 +183,34 @@ pub async fn disable(
 ) -> Result<Response, Problem> {
     require_key(&state, &headers)?;
     check_destination(&state, &name)?;
-    state.engine.store().set_disabled(&name, true, Some("disabled by the admin API")).await.map_err(store_error)?;
+    state
+        .engine
+        .store()
+        .set_disabled(&name, true, Some("disabled by the admin API"))
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({ "destination": name, "disabled": true })).into_response())
 }
 
-pub async fn destinations(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+pub async fn destinations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     require_key(&state, &headers)?;
-    let stats = state.engine.store().queue_stats().await.map_err(store_error)?;
+    let stats = state
+        .engine
+        .store()
+        .queue_stats()
+        .await
+        .map_err(store_error)?;
     let mut out = Vec::new();
     for d in state.engine.destinations() {
-        let disabled = state.engine.store().disabled(&d.common.name).await.map_err(store_error)?;
+        let disabled = state
+            .engine
+            .store()
+            .disabled(&d.common.name)
+            .await
+            .map_err(store_error)?;
         out.push(json!({
             "name": d.common.name,
             "type": d.common.kind,

@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/deliveries/{id}/attempts", get(admin::attempts))
         .route("/admin/deliveries/{id}/replay", post(admin::replay))
         .route("/admin/destinations", get(admin::destinations))
-        .route("/admin/destinations/{name}/replay", post(admin::replay_destination))
+        .route(
+            "/admin/destinations/{name}/replay",
+            post(admin::replay_destination),
+        )
         .route("/admin/destinations/{name}/enable", post(admin::enable))
         .route("/admin/destinations/{name}/disable", post(admin::disable))
         .route("/healthz", get(|| async { "ok" }))

@@ -18,15 +18,26 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bo
     }
 }
 
-async fn publish_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+async fn publish_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
     require_key(state, headers)?;
-    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && len > state.max_body
     {
         return Err(too_large(state.max_body));
     }
-    let bytes = axum::body::to_bytes(body, state.max_body).await.map_err(|_| too_large(state.max_body))?;
-    let reference = headers.get("terra-reference").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let bytes = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| too_large(state.max_body))?;
+    let reference = headers
+        .get("terra-reference")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match state.engine.publish(&bytes, reference).await {
         Ok(c) => Ok((
             StatusCode::ACCEPTED,
@@ -44,11 +55,15 @@ async fn publish_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
             e.line(),
             e.column()
         ))),
-        Err(PublishError::Event(e)) if e.is_unknown_type() => Err(Problem::unprocessable(e.to_string())),
+        Err(PublishError::Event(e)) if e.is_unknown_type() => {
+            Err(Problem::unprocessable(e.to_string()))
+        }
         Err(PublishError::Event(e)) => Err(Problem::bad_request(e.to_string())),
         Err(PublishError::Store(e)) => {
             tracing::error!(error = %e, "publish: store unavailable");
-            Err(Problem::unavailable("the store is unavailable; nothing was stored, retry the request"))
+            Err(Problem::unavailable(
+                "the store is unavailable; nothing was stored, retry the request",
+            ))
         }
     }
 }
