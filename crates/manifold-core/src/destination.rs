@@ -33,8 +33,11 @@ pub struct Delivery {
     pub attempt: u32,
     /// When the payload was committed.
     pub created_at: DateTime<Utc>,
-    /// The event as JSON bytes, exactly as it will be sent.
+    /// The payload exactly as it will be sent: the event JSON, or its FHIR bundle / FIT file when
+    /// the destination's `format` asks for one.
     pub body: Bytes,
+    /// MIME type of `body`: `application/json`, `application/fhir+json` or `application/vnd.ant.fit`.
+    pub content_type: &'static str,
 }
 
 impl Delivery {

@@ -157,6 +157,7 @@ pub fn sample_delivery(event_type: &str, user: &str, n: u32) -> Delivery {
         attempt: 1,
         created_at: Utc::now(),
         body: Bytes::from(serde_json::to_vec(&body).expect("sample bodies serialize")),
+        content_type: "application/json",
     }
 }
 

@@ -90,7 +90,7 @@ impl WebhookDestination {
             HeaderValue::from_str(s).map_err(|_| format!("`{s}` is not a valid header value"))
         }
         let mut h = self.headers.clone();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(d.content_type));
         h.insert(
             HeaderName::from_static("x-terra-trace-id"),
             value(d.trace_id())?,

@@ -273,3 +273,75 @@ async fn raw_secret_without_whsec_prefix_is_used_as_bytes() {
     let (ok, out) = run_python(&py, STANDARD_VERIFY_HMAC, &env);
     assert!(ok, "{out}");
 }
+
+/// Terra's own Python SDK (`terra-python` on PyPI) verifies our signature: its
+/// `terra/utils/verify_signature.py` is loaded straight from the installed wheel (the module only
+/// needs the standard library, so the SDK's HTTP dependencies are not installed).
+const TERRA_SDK_VERIFY: &str = r#"
+import importlib.util, os, sys, glob
+site = os.environ["SDK_DIR"]
+path = glob.glob(os.path.join(site, "terra", "utils", "verify_signature.py"))[0]
+spec = importlib.util.spec_from_file_location("terra_verify_signature", path)
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+body = open(os.environ["SIG_BODY"], "rb").read().decode("utf-8")
+try:
+    ok = mod.verify_terra_webhook_signature(body, os.environ["SIG_HEADER"], os.environ["SIG_SECRET"])
+except mod.WebhookVerificationError as e:
+    print("refused:", e); sys.exit(1)
+print("OK" if ok else "refused"); sys.exit(0 if ok else 1)
+"#;
+
+#[tokio::test]
+async fn terra_signature_verified_by_terras_own_sdk() {
+    let py = python3();
+    let sdk = Path::new(env!("CARGO_TARGET_TMPDIR")).join("terra-python-sdk");
+    if !sdk.join("terra/utils/verify_signature.py").exists() {
+        let out = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(&sdk)
+            .arg("terra-python==1.1.0")
+            .output()
+            .expect("run pip");
+        assert!(
+            out.status.success(),
+            "installing Terra's SDK (pip install terra-python==1.1.0) failed; PyPI must be reachable for this test: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secret = "terra-sdk-secret";
+    let r = receive("terra", secret).await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = body_file(dir.path(), &r);
+    let header = r.header("terra-signature").expect("terra-signature header");
+    let env = |s: &'static str| {
+        vec![
+            ("SDK_DIR", sdk.to_str().unwrap().to_string()),
+            ("SIG_HEADER", header.clone()),
+            ("SIG_SECRET", s.to_string()),
+            ("SIG_BODY", body.to_str().unwrap().to_string()),
+        ]
+    };
+    let as_refs = |v: &Vec<(&'static str, String)>| {
+        v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+    };
+    let good = as_refs(&env(secret));
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out) = run_python(&py, TERRA_SDK_VERIFY, &good);
+    assert!(ok, "Terra's SDK rejected our signature: {out}");
+    let bad = as_refs(&env("not-the-secret"));
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, _) = run_python(&py, TERRA_SDK_VERIFY, &bad);
+    assert!(
+        !ok,
+        "Terra's SDK accepted a wrong secret: the test proves nothing"
+    );
+}

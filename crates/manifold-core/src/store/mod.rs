@@ -858,6 +858,7 @@ fn delivery_from_row(r: &AnyRow) -> Delivery {
             .single()
             .unwrap_or_else(Utc::now),
         body: Bytes::from(body),
+        content_type: "application/json",
     }
 }
 
