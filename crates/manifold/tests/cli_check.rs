@@ -72,3 +72,32 @@ fn each_mistake_exits_two_with_file_line_key_and_fix() {
     assert_eq!(code, 2);
     assert!(err.contains("F:7: destinations[0].url:"), "{err}");
 }
+
+/// Every example config in `examples/` is valid (with its secrets exported).
+#[test]
+fn every_example_config_checks() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        n += 1;
+        let src = std::fs::read_to_string(&path).unwrap();
+        // Export a value for every ${VAR} the example uses.
+        let vars: Vec<String> = src
+            .split("${")
+            .skip(1)
+            .filter_map(|s| {
+                s.split_once('}')
+                    .map(|(v, _)| v.split(":-").next().unwrap_or(v).to_string())
+            })
+            .filter(|v| !v.starts_with("file:"))
+            .collect();
+        let env: Vec<(&str, &str)> = vars.iter().map(|v| (v.as_str(), "example-value")).collect();
+        let (code, out, err) = check(&src, &env);
+        assert_eq!(code, 0, "{}: {out}{err}", path.display());
+    }
+    assert!(n >= 2, "no example configs found in {}", examples.display());
+}
