@@ -6,6 +6,7 @@
 //! letter with the reason, or — on HTTP 410 — disables the destination until re-enabled.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -15,6 +16,9 @@ use crate::config::DestinationConfig;
 use crate::destination::{Delivery, Outcome};
 use crate::retry::Next;
 use crate::store::{AttemptRecord, Disposition, Store, now_ms, now_us};
+
+/// How often a worker re-reads whether its destination is disabled.
+const DISABLED_CHECK: Duration = Duration::from_millis(250);
 
 /// Settings shared by every worker loop of a node.
 #[derive(Debug, Clone)]
@@ -73,6 +77,10 @@ pub async fn run_destination(
     let waker = store.wakers().get(&name);
     let mut tasks = JoinSet::new();
     let mut disabled_logged = false;
+    let mut disabled: Option<String> = None;
+    let mut last_check = Instant::now() - DISABLED_CHECK;
+    // Set by an attempt that got 410, so the loop stops claiming at once.
+    let gone_seen = Arc::new(AtomicBool::new(false));
     tracing::info!(destination = %name, concurrency, batch, "delivery worker started");
 
     loop {
@@ -81,29 +89,42 @@ pub async fn run_destination(
         }
         while tasks.try_join_next().is_some() {}
 
-        match store.disabled(&name).await {
-            Ok(Some(reason)) => {
+        // The disabled state is shared by all nodes through the store; re-read it at most every
+        // DISABLED_CHECK so a busy loop does not add a query per claim.
+        if gone_seen.swap(false, Ordering::SeqCst) || last_check.elapsed() >= DISABLED_CHECK {
+            last_check = Instant::now();
+            disabled = match store.disabled(&name).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(destination = %name, error = %e, "store unavailable; retrying");
+                    wait(&waker, settings.poll_interval, &mut shutdown).await;
+                    continue;
+                }
+            };
+        }
+        match &disabled {
+            Some(reason) => {
                 if !disabled_logged {
                     tracing::error!(destination = %name, %reason, "destination is disabled; deliveries wait until it is re-enabled (POST /admin/destinations/{name}/enable)");
                     metrics::gauge!("manifold_destination_disabled", "destination" => name.clone())
                         .set(1.0);
                     disabled_logged = true;
                 }
-                wait(&waker, settings.poll_interval, &mut shutdown).await;
+                wait(
+                    &waker,
+                    settings.poll_interval.min(DISABLED_CHECK * 2),
+                    &mut shutdown,
+                )
+                .await;
                 continue;
             }
-            Ok(None) => {
+            None => {
                 if disabled_logged {
                     tracing::info!(destination = %name, "destination re-enabled");
                     metrics::gauge!("manifold_destination_disabled", "destination" => name.clone())
                         .set(0.0);
                     disabled_logged = false;
                 }
-            }
-            Err(e) => {
-                tracing::warn!(destination = %name, error = %e, "store unavailable; retrying");
-                wait(&waker, settings.poll_interval, &mut shutdown).await;
-                continue;
             }
         }
 
@@ -149,11 +170,14 @@ pub async fn run_destination(
             let node = settings.node.clone();
             let token = token.clone();
             let limiter = limiter.clone();
+            let gone_seen = gone_seen.clone();
             tasks.spawn(async move {
                 if let Some(l) = &limiter {
                     l.wait(chunk.len()).await;
                 }
-                attempt(&store, &dest, &node, &token, chunk).await;
+                if attempt(&store, &dest, &node, &token, chunk).await {
+                    gone_seen.store(true, Ordering::SeqCst);
+                }
                 drop(permit);
             });
         }
@@ -171,14 +195,15 @@ async fn wait(waker: &tokio::sync::Notify, poll: Duration, shutdown: &mut watch:
     }
 }
 
-/// One `deliver` call and the recording of its outcomes.
+/// One `deliver` call and the recording of its outcomes. Returns true if the destination
+/// answered 410 Gone.
 async fn attempt(
     store: &Store,
     dest: &DestinationConfig,
     node: &str,
     token: &str,
     chunk: Vec<Delivery>,
-) {
+) -> bool {
     let name = &dest.common.name;
     let started_us = now_us();
     let started = Instant::now();
@@ -212,6 +237,7 @@ async fn attempt(
         .record(elapsed.as_secs_f64());
 
     let mut records = Vec::with_capacity(chunk.len());
+    let gone = outcomes.iter().any(|o| matches!(o, Outcome::Gone { .. }));
     for (d, outcome) in chunk.iter().zip(outcomes) {
         let disposition = dispose(store, dest, d, &outcome).await;
         metrics::counter!("manifold_deliveries_total", "destination" => name.clone(), "outcome" => outcome.class())
@@ -250,7 +276,7 @@ async fn attempt(
     // The outcome must be recorded; retry the write a few times before leaving it to the lease.
     for i in 0..5u32 {
         match store.record(token, node, &records).await {
-            Ok(()) => return,
+            Ok(()) => return gone,
             Err(e) => {
                 tracing::warn!(destination = %name, error = %e, try_ = i, "cannot record outcomes; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(i + 1))).await;
@@ -258,6 +284,7 @@ async fn attempt(
         }
     }
     tracing::error!(destination = %name, "outcomes not recorded; the rows will be re-delivered when their lease expires");
+    gone
 }
 
 async fn dispose(
