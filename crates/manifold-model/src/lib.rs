@@ -49,6 +49,42 @@
 //! (`YYYY-MM-DD`, in the timestamp's own offset — i.e. the first ten characters) of
 //! `metadata.start_time` for daily, body, menstruation and nutrition; the constant
 //! [`ATHLETE_KEY`] for the athlete (one per connection, latest wins).
+//!
+//! # FHIR R4 ([`fhir`])
+//!
+//! [`fhir::bundle`] turns an activity, sleep, daily or body event into a FHIR R4 `Bundle`
+//! (`type: collection`) of `Observation`s (`status: final`, category `vital-signs` or
+//! `activity`, UCUM quantities, `subject` `Patient/<user_id>` with the `reference_id` as
+//! identifier, `device` display = device name or `Oura`; `effectivePeriod` from the item's
+//! metadata for summaries, `effectiveDateTime` for samples). Only present values are
+//! encoded. Informational events, tombstones, `athlete`, `menstruation` and `nutrition`
+//! give [`fhir::FhirError::NotApplicable`].
+//!
+//! | Value | Code (`http://loinc.org` unless noted) | UCUM |
+//! |---|---|---|
+//! | heart rate: average, samples | 8867-4 | `/min` |
+//! | resting heart rate | 40443-4 (+ 8867-4) | `/min` |
+//! | steps: daily / activity | 41950-7 / 55423-8 | `{steps}` |
+//! | distance: daily / activity | 41953-1 / 55412-1 | `m` |
+//! | calories burned | 41981-2 | `kcal` |
+//! | sleep duration (asleep) | 93832-4 | `s` |
+//! | respiratory rate | 9279-1 | `/min` |
+//! | SpO2: average, samples | 59408-5 (+ 2708-6) | `%` |
+//! | body temperature samples | 8310-5 | `Cel` |
+//! | HRV SDNN: average, samples | 80404-7 | `ms` |
+//! | HRV RMSSD: average, samples | `hrv-rmssd` in `urn:manifold:fhir:metric` (no LOINC code) | `ms` |
+//! | sleep temperature deviation | `temperature-deviation` in `urn:manifold:fhir:metric` | `Cel` |
+//! | body weight / height / BMI / body fat | 29463-7 / 8302-2 / 39156-5 / 41982-0 | `kg` / `cm` / `kg/m2` / `%` |
+//!
+//! # FIT ([`fit`])
+//!
+//! [`fit::encode_activity`] writes an [`Activity`] as a Garmin FIT activity file: header
+//! (with header CRC), `file_id` (activity, manufacturer development), `device_info`,
+//! `event` timer start, `record` (timestamp + heart_rate per HR sample, + distance where
+//! Terra distance samples exist), `event` timer stop,
+//! `lap`, `session` (sport from the Terra activity type, start time, elapsed/timer time,
+//! distance, calories, avg/max heart rate), `activity` (num_sessions, timestamp,
+//! local_timestamp) and the file CRC.
 
 mod activity;
 mod athlete;
@@ -57,6 +93,8 @@ mod common;
 mod daily;
 pub mod enums;
 pub mod event;
+pub mod fhir;
+pub mod fit;
 mod menstruation;
 mod num;
 mod sleep;
