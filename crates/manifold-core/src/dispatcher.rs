@@ -207,21 +207,35 @@ async fn attempt(
     let name = &dest.common.name;
     let started_us = now_us();
     let started = Instant::now();
-    let outcomes =
-        match tokio::time::timeout(dest.common.timeout, dest.destination.deliver(&chunk)).await {
-            Ok(o) if o.len() == chunk.len() => o,
+    // Re-encode for the destination's format; an event that cannot be encoded is a dead letter.
+    let mut encoded = Vec::with_capacity(chunk.len());
+    let mut refused: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+    for d in &chunk {
+        match crate::format::encode(dest.common.format, d) {
+            Ok(e) => {
+                encoded.push(e);
+                refused.push(None);
+            }
+            Err(reason) => refused.push(Some(reason)),
+        }
+    }
+    let sent = if encoded.is_empty() {
+        Vec::new()
+    } else {
+        match tokio::time::timeout(dest.common.timeout, dest.destination.deliver(&encoded)).await {
+            Ok(o) if o.len() == encoded.len() => o,
             Ok(o) => {
                 let msg = format!(
                     "destination returned {} outcomes for {} deliveries",
                     o.len(),
-                    chunk.len()
+                    encoded.len()
                 );
-                chunk
+                encoded
                     .iter()
                     .map(|_| Outcome::internal(msg.clone()))
                     .collect()
             }
-            Err(_) => chunk
+            Err(_) => encoded
                 .iter()
                 .map(|_| {
                     Outcome::retry(format!(
@@ -230,7 +244,18 @@ async fn attempt(
                     ))
                 })
                 .collect(),
-        };
+        }
+    };
+    let mut sent = sent.into_iter();
+    let outcomes: Vec<Outcome> = refused
+        .into_iter()
+        .map(|r| match r {
+            Some(reason) => Outcome::permanent(reason),
+            None => sent
+                .next()
+                .unwrap_or_else(|| Outcome::internal("missing outcome")),
+        })
+        .collect();
     let elapsed = started.elapsed();
     let finished_us = now_us();
     metrics::histogram!("manifold_attempt_duration_seconds", "destination" => name.clone())

@@ -10,6 +10,7 @@ pub mod destination;
 pub mod dispatcher;
 pub mod engine;
 pub mod event;
+pub mod format;
 pub mod retry;
 pub mod store;
 #[cfg(feature = "testkit")]

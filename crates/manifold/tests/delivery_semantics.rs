@@ -249,3 +249,32 @@ async fn gone_disables_the_destination_until_enabled() {
         receiver.log().len()
     );
 }
+
+#[tokio::test]
+async fn fhir_format_delivers_a_bundle() {
+    let receiver = Receiver::start(Behaviour::Ok).await;
+    let (_dir, port, _child) = start(&receiver, "format = \"fhir\"").await;
+    let client = reqwest::Client::new();
+    let mut event = sleep_event("fhir-1");
+    event["data"][0]["heart_rate_data"] = serde_json::json!({"summary": {"avg_hr_bpm": 55.0}});
+    publish_until_accepted(&client, &[port], &event).await;
+    assert!(
+        receiver
+            .wait_for_delivered(1, Duration::from_secs(10))
+            .await
+    );
+    let body: Value = serde_json::from_slice(&receiver.log()[0].body).unwrap();
+    assert_eq!(body["resourceType"], "Bundle", "{body}");
+    assert_eq!(body["type"], "collection");
+    let codes: Vec<&str> = body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["resource"]["code"]["coding"].as_array().unwrap().iter())
+        .filter_map(|c| c["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"8867-4"),
+        "no heart-rate observation: {codes:?}"
+    );
+}
