@@ -5,5 +5,6 @@ use manifold_core::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(manifold_webhook::WebhookFactory);
+    r.register(manifold_sql::SqlFactory);
     r
 }
