@@ -171,6 +171,8 @@ pub trait Destination: Send + Sync + 'static {
 pub struct BuildContext {
     /// Whether outbound requests may target private, loopback and link-local addresses by default.
     pub allow_private_network_default: bool,
+    /// Object stores other destinations can use for claim checks (by destination name).
+    pub blob_stores: crate::blob::BlobStores,
 }
 
 /// Problem found while validating a destination's own settings. `key` is relative to the

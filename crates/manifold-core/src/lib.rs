@@ -5,6 +5,7 @@
 //! row per matching destination ([`store`]); per destination, [`dispatcher`] claims due rows
 //! under a lease, calls [`Destination::deliver`], and records the outcome (delivered, retry at a
 //! time chosen by the [`retry::RetryPolicy`], dead letter, or disable on 410).
+pub mod blob;
 pub mod config;
 pub mod destination;
 pub mod dispatcher;

@@ -1,0 +1,1 @@
+//! The `mongo` destination (being built).

@@ -1,0 +1,1 @@
+//! The `sqs` destination (being built).

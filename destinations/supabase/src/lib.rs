@@ -1,0 +1,1 @@
+//! The `supabase` destination (being built).
