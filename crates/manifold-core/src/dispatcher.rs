@@ -133,8 +133,9 @@ pub async fn run_destination(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => continue,
         };
-        let free = permits.available_permits() + 1;
-        let mut want = free * batch;
+        // Claim enough for every slot, not just the free ones: rows beyond the free slots wait
+        // here for a permit (well within the lease), so a busy destination needs fewer claims.
+        let mut want = concurrency * batch;
         if let Some(rate) = dest.common.rate_limit {
             // Never claim more than the rate lets us start within a quarter of the lease.
             let cap = (rate * settings.lease.as_secs_f64() / 4.0).floor().max(1.0) as usize;

@@ -5,8 +5,14 @@
 //! Rows: `payloads` (written once per natural key + version), `deliveries` (one per payload ×
 //! destination), `attempts` (the log of every try), `dead_letters`, `destination_state`.
 
+mod oura;
 mod schema;
 mod writer;
+
+pub use oura::{
+    NewOuraNotification, OuraDocumentRow, OuraNotification, OuraNotificationInfo,
+    OuraSubscriptionRow, OuraTokens, OuraUserRow,
+};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -231,8 +237,11 @@ impl Store {
                     .min_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
+                            // Pool connections (claims, admin writes) only need to survive a
+                            // process crash; the writer's own connection syncs every commit
+                            // (see writer.rs), which is what acknowledgements rely on.
                             conn.execute(
-                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
                                  PRAGMA busy_timeout=15000; PRAGMA foreign_keys=ON;",
                             )
                             .await?;
@@ -259,7 +268,7 @@ impl Store {
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
-            store.writer = Some(writer::spawn(store.clone()));
+            store.writer = Some(writer::spawn(store.clone()).await?);
         }
         Ok(store)
     }
@@ -338,7 +347,7 @@ impl Store {
         match &self.writer {
             Some(w) => {
                 let (tx, rx) = oneshot::channel();
-                w.send(writer::Request {
+                w.send(writer::Request::Commit {
                     payload,
                     respond: tx,
                 })
@@ -362,8 +371,33 @@ impl Store {
         payloads: Vec<NewPayload>,
     ) -> Result<Vec<Result<Committed>>> {
         let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(payloads.len());
         let mut woken: Vec<String> = Vec::new();
+        let out = self.commit_in(&mut tx, payloads, &mut woken).await?;
+        if self.backend == Backend::Postgres {
+            for d in &woken {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        for d in &woken {
+            self.wakers.wake(d);
+        }
+        Ok(out)
+    }
+
+    /// The statements of a commit, inside the caller's transaction. Destinations that got rows
+    /// are added to `woken`.
+    pub(crate) async fn commit_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        payloads: Vec<NewPayload>,
+        woken: &mut Vec<String>,
+    ) -> Result<Vec<Result<Committed>>> {
+        let mut out = Vec::with_capacity(payloads.len());
         let now = now_ms();
         for p in payloads {
             let id = uuid::Uuid::now_v7().to_string();
@@ -434,19 +468,6 @@ impl Store {
                 duplicate: false,
             }));
         }
-        if self.backend == Backend::Postgres {
-            for d in &woken {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(NOTIFY_CHANNEL)
-                    .bind(d)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        for d in &woken {
-            self.wakers.wake(d);
-        }
         Ok(out)
     }
 
@@ -503,8 +524,35 @@ impl Store {
     /// Record finished attempts and their consequences in one transaction. Rows whose lease was
     /// lost (another node re-claimed them) are logged but not changed.
     pub async fn record(&self, token: &str, node: &str, records: &[AttemptRecord]) -> Result<()> {
-        let now = now_ms();
+        if let Some(w) = &self.writer {
+            let (tx, rx) = oneshot::channel();
+            w.send(writer::Request::Record {
+                token: token.to_string(),
+                node: node.to_string(),
+                records: records.to_vec(),
+                respond: tx,
+            })
+            .await
+            .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
+            return rx
+                .await
+                .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
+        }
         let mut tx = self.write_tx().await?;
+        self.record_in(&mut tx, token, node, records).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The statements of `record`, inside the caller's transaction.
+    pub(crate) async fn record_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        token: &str,
+        node: &str,
+        records: &[AttemptRecord],
+    ) -> Result<()> {
+        let now = now_ms();
         for r in records {
             sqlx::query(
                 "INSERT INTO attempts (delivery_id, destination, node, attempt, started_at_us, finished_at_us, \
@@ -588,7 +636,6 @@ impl Store {
                 tracing::warn!(delivery = %r.delivery_id, "lease lost before the outcome was recorded; another node owns the row");
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 
