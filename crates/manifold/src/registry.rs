@@ -6,5 +6,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(manifold_webhook::WebhookFactory);
     r.register(manifold_sql::SqlFactory);
+    r.register(manifold_s3::S3Factory);
+    r.register(manifold_sqs::SqsFactory);
     r
 }

@@ -73,7 +73,8 @@ fn each_mistake_exits_two_with_file_line_key_and_fix() {
     assert!(err.contains("F:7: destinations[0].url:"), "{err}");
 }
 
-/// Every example config in `examples/` is valid (with its secrets exported).
+/// Every example config in `examples/` is valid (with its secrets exported; an example states
+/// realistic values for variables such as URLs in `# example-env: NAME=value` lines).
 #[test]
 fn every_example_config_checks() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
@@ -95,7 +96,26 @@ fn every_example_config_checks() {
             })
             .filter(|v| !v.starts_with("file:"))
             .collect();
-        let env: Vec<(&str, &str)> = vars.iter().map(|v| (v.as_str(), "example-value")).collect();
+        // An example may give a realistic value: `# example-env: NAME=value`.
+        let given: Vec<(String, String)> = src
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("# example-env:"))
+            .filter_map(|kv| {
+                kv.trim()
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = vars
+            .iter()
+            .map(|v| {
+                let value = given
+                    .iter()
+                    .find(|(k, _)| k == v)
+                    .map(|(_, val)| val.as_str());
+                (v.as_str(), value.unwrap_or("example-value"))
+            })
+            .collect();
         let (code, out, err) = check(&src, &env);
         assert_eq!(code, 0, "{}: {out}{err}", path.display());
     }
