@@ -1,5 +1,7 @@
 //! Oura API v2 support: document types ([`types`]) and the pure Oura → Terra mapping
-//! ([`normalize`]). No I/O.
+//! ([`normalize`]) — both free of I/O — plus the connector that does the I/O: the Oura API and
+//! OAuth2 client ([`client`]), webhook verification ([`signature`]), token encryption at rest
+//! ([`tokens`]) and the fetch workers and connect flow ([`connector`]).
 //!
 //! # Use
 //!
@@ -78,7 +80,11 @@
 //!   session gives `{"deleted": [{"summary_id": <Oura id>}]}`; deleting a day document means
 //!   rebuilding the day, and [`normalize::day_tombstone`] when nothing is left.
 
+pub mod client;
+pub mod connector;
 pub mod normalize;
+pub mod signature;
+pub mod tokens;
 pub mod types;
 
 pub use normalize::DayDocuments;

@@ -1,17 +1,21 @@
 //! Manifold's HTTP surface: the publish API (`POST /v2/events`), the admin API (deliveries,
-//! replays, destination enable/disable), `/healthz`, `/readyz` and `/metrics`.
+//! replays, destination enable/disable), the Oura webhook intake and connect flow (`/oura/*`,
+//! `/v2/auth/*`, `/v2/userInfo`, `/v2/users/{id}`), `/healthz`, `/readyz` and `/metrics`.
 
 mod admin;
 mod auth;
+mod auth_flow;
 mod metrics_route;
+pub mod oura_intake;
 pub mod problem;
 mod publish;
+mod users;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use manifold_core::Engine;
 use manifold_core::config::Secret;
 
@@ -23,6 +27,8 @@ pub struct AppState {
     pub engine: Engine,
     pub api_keys: Arc<Vec<Secret>>,
     pub max_body: usize,
+    /// The Oura connector, when `[oura]` is configured (its routes answer 404 otherwise).
+    pub oura: Option<Arc<manifold_oura::connector::Connector>>,
 }
 
 /// The whole router. `api_keys` guard everything but health and metrics.
@@ -39,6 +45,25 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/destinations/{name}/enable", post(admin::enable))
         .route("/admin/destinations/{name}/disable", post(admin::disable))
+        .route(
+            "/oura/webhook",
+            get(oura_intake::challenge).post(oura_intake::notify),
+        )
+        .route("/oura/callback", get(auth_flow::callback))
+        .route(
+            "/v2/auth/authenticateUser",
+            post(auth_flow::authenticate_user),
+        )
+        .route(
+            "/v2/auth/generateWidgetSession",
+            post(auth_flow::generate_widget_session),
+        )
+        .route(
+            "/v2/auth/deauthenticateUser",
+            delete(auth_flow::deauthenticate_user),
+        )
+        .route("/v2/userInfo", get(users::user_info))
+        .route("/v2/users/{user_id}", patch(users::patch_user))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(admin::ready))
         .route("/metrics", get(metrics_route::metrics))

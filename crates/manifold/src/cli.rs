@@ -51,6 +51,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DeliveriesAction,
     },
+    /// Oura connector tools.
+    Oura {
+        #[arg(long, short, env = "MANIFOLD_CONFIG", default_value = "manifold.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: OuraAction,
+    },
     /// Run the whole flow locally: embedded store, generated Terra payloads, a signed-webhook
     /// receiver that verifies every signature and prints what arrives.
     Demo(crate::demo::DemoArgs),
@@ -82,6 +89,35 @@ pub enum DeliveriesAction {
     },
 }
 
+#[derive(Subcommand)]
+pub enum OuraAction {
+    /// Oura webhook subscriptions of this app (one per event type × data type).
+    Subscriptions {
+        #[command(subcommand)]
+        action: SubscriptionsAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubscriptionsAction {
+    /// Create missing subscriptions for `{server.public_url}/oura/webhook`, renew expiring ones.
+    Sync {
+        /// Renew subscriptions that expire within this duration.
+        #[arg(long, default_value = "24h")]
+        renew_within: String,
+    },
+    /// List the app's subscriptions at Oura.
+    List,
+    /// Renew one subscription by id, or all of them.
+    Renew { id: Option<String> },
+    /// Delete one subscription by id, or (with --all) every one of this app.
+    Delete {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
 impl Command {
     pub fn default_log_level(&self) -> &'static str {
         match self {
@@ -104,6 +140,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(code) => code,
         },
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Oura { config, action } => match load(&config) {
+            Ok(c) => crate::oura_cli::run(c, action).await,
+            Err(code) => code,
+        },
     }
 }
 

@@ -134,6 +134,7 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
         engine: engine.clone(),
         api_keys: Arc::new(config.server.api_keys.clone()),
         max_body: config.server.max_body as usize,
+        oura: None,
     };
     tokio::spawn(async move { axum::serve(api, manifold_server::router(state)).await });
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod oura_cli;
 mod registry;
 mod serve;
 

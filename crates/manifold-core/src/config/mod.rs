@@ -205,18 +205,145 @@ impl StoreConfig {
     }
 }
 
-/// Oura application credentials (used by the Oura connector).
+/// Oura application credentials and connector settings (used by the Oura connector).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OuraConfig {
     pub client_id: String,
     pub client_secret: Secret,
+    /// Token Oura sends in the subscription handshake (`GET /oura/webhook?verification_token=`).
     #[serde(default)]
     pub verification_token: Option<Secret>,
+    /// Data API and token endpoint base (default `https://api.ouraring.com`).
     #[serde(default)]
     pub api_base: Option<url::Url>,
+    /// Where users consent: `{auth_base}/oauth/authorize` (default `https://cloud.ouraring.com`).
     #[serde(default)]
     pub auth_base: Option<url::Url>,
+    /// Token endpoint override (default `{api_base}/oauth/token`).
+    #[serde(default)]
+    pub token_url: Option<url::Url>,
+    /// Revocation endpoint override (default `{api_base}/oauth/revoke`).
+    #[serde(default)]
+    pub revoke_url: Option<url::Url>,
+    /// OAuth redirect URI registered with Oura (default `{server.public_url}/oura/callback`).
+    #[serde(default)]
+    pub redirect_uri: Option<url::Url>,
+    /// Keys that encrypt stored Oura tokens: base64 of 32 random bytes each. The first
+    /// encrypts; all decrypt (add a new key in front to rotate).
+    #[serde(default)]
+    pub token_keys: Vec<Secret>,
+    /// Scopes requested at consent (space-joined into `scope`).
+    #[serde(default = "default_oura_scopes")]
+    pub scopes: Vec<String>,
+    /// How far `x-oura-timestamp` may be from now before a notification is refused.
+    #[serde(default = "default_signature_tolerance", with = "duration")]
+    pub signature_tolerance: Duration,
+    /// Notifications fetched at once by one node.
+    #[serde(default = "default_fetch_concurrency")]
+    pub fetch_concurrency: usize,
+    /// Refresh an access token when it expires within this margin.
+    #[serde(default = "default_refresh_margin", with = "duration")]
+    pub refresh_margin: Duration,
+    /// How long a signed `state` (consent link) stays valid.
+    #[serde(default = "default_state_ttl", with = "duration")]
+    pub state_ttl: Duration,
+    /// Failed fetches of one notification before it is given up (status `failed`).
+    #[serde(default = "default_fetch_attempts")]
+    pub max_fetch_attempts: u32,
+    /// Create/renew webhook subscriptions when `manifold serve` starts.
+    #[serde(default = "default_true")]
+    pub sync_subscriptions: bool,
+}
+
+pub fn default_oura_scopes() -> Vec<String> {
+    [
+        "extapi:email",
+        "extapi:personal",
+        "extapi:daily",
+        "extapi:heartrate",
+        "extapi:workout",
+        "extapi:tag",
+        "extapi:session",
+        "extapi:spo2",
+        "extapi:stress",
+        "extapi:heart_health",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+fn default_signature_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_fetch_concurrency() -> usize {
+    4
+}
+fn default_refresh_margin() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_state_ttl() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_fetch_attempts() -> u32 {
+    10
+}
+
+impl OuraConfig {
+    /// The data API base, without a trailing slash.
+    pub fn api_base(&self) -> String {
+        base_str(self.api_base.as_ref(), "https://api.ouraring.com")
+    }
+    /// The consent site base, without a trailing slash.
+    pub fn auth_base(&self) -> String {
+        base_str(self.auth_base.as_ref(), "https://cloud.ouraring.com")
+    }
+    pub fn token_url(&self) -> String {
+        match &self.token_url {
+            Some(u) => u.to_string(),
+            None => format!("{}/oauth/token", self.api_base()),
+        }
+    }
+    pub fn revoke_url(&self) -> String {
+        match &self.revoke_url {
+            Some(u) => u.to_string(),
+            None => format!("{}/oauth/revoke", self.api_base()),
+        }
+    }
+    /// The redirect URI: explicit, else derived from the public URL.
+    pub fn redirect_uri(&self, public_url: Option<&url::Url>) -> Option<String> {
+        match (&self.redirect_uri, public_url) {
+            (Some(u), _) => Some(u.to_string()),
+            (None, Some(p)) => Some(format!(
+                "{}/oura/callback",
+                p.as_str().trim_end_matches('/')
+            )),
+            (None, None) => None,
+        }
+    }
+    /// Decoded `token_keys` (validated by `Config::from_str`).
+    pub fn decoded_token_keys(&self) -> Result<Vec<[u8; 32]>, String> {
+        use base64::Engine as _;
+        self.token_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(k.expose().trim())
+                    .or_else(|_| {
+                        base64::engine::general_purpose::URL_SAFE.decode(k.expose().trim())
+                    })
+                    .map_err(|_| format!("token_keys[{i}] is not base64"))?;
+                <[u8; 32]>::try_from(raw.as_slice())
+                    .map_err(|_| format!("token_keys[{i}] decodes to {} bytes, not 32", raw.len()))
+            })
+            .collect()
+    }
+}
+
+fn base_str(u: Option<&url::Url>, default: &str) -> String {
+    u.map(|u| u.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| default.to_string())
 }
 
 /// Payload format a destination receives.
@@ -553,18 +680,13 @@ impl Config {
                 "use e.g. \"60s\"",
             ));
         }
-        if let Some(oura) = &raw.oura
-            && oura.client_secret.expose().is_empty()
-        {
-            problems.push(problem(
-                "oura.client_secret",
-                "is empty",
-                "set it from the Oura developer portal, e.g. \"${OURA_CLIENT_SECRET}\"",
-            ));
+        if let Some(oura) = &raw.oura {
+            validate_oura(oura, &raw.server, &mut problems);
         }
 
         let ctx = BuildContext::default();
         let mut names = HashSet::new();
+        let mut names_in_order: Vec<String> = Vec::new();
         let mut destinations = Vec::new();
         for (i, table) in raw.destinations.into_iter().enumerate() {
             let at = format!("destinations[{i}]");
@@ -600,6 +722,7 @@ impl Config {
                     "use letters, digits, `-` and `_` only",
                 ));
             }
+            names_in_order.push(common.name.clone());
             if !names.insert(common.name.clone()) {
                 problems.push(problem(
                     format!("{at}.name"),
@@ -702,6 +825,17 @@ impl Config {
                 }
             }
         }
+        for (by, key, name) in ctx.blob_stores.missing() {
+            let at = names_in_order
+                .iter()
+                .position(|n| *n == by)
+                .map(|i| format!("destinations[{i}].{key}"));
+            problems.push(problem(
+                at.unwrap_or(key),
+                format!("`{name}` is not an object-storage destination in this file"),
+                "name an s3, gcs or azure-blob destination defined in the same config",
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigError(problems.into_iter().map(issue).collect()));
         }
@@ -712,6 +846,115 @@ impl Config {
             oura: raw.oura,
             destinations,
         })
+    }
+}
+
+fn validate_oura(oura: &OuraConfig, server: &ServerConfig, problems: &mut Vec<Problem>) {
+    if oura.client_id.trim().is_empty() {
+        problems.push(problem(
+            "oura.client_id",
+            "is empty",
+            "set it from the Oura developer portal, e.g. \"${OURA_CLIENT_ID}\"",
+        ));
+    }
+    if oura.client_secret.expose().is_empty() {
+        problems.push(problem(
+            "oura.client_secret",
+            "is empty",
+            "set it from the Oura developer portal, e.g. \"${OURA_CLIENT_SECRET}\"",
+        ));
+    }
+    if oura
+        .verification_token
+        .as_ref()
+        .is_some_and(|t| t.expose().is_empty())
+    {
+        problems.push(problem(
+            "oura.verification_token",
+            "is empty",
+            "set a long random string, e.g. \"${OURA_VERIFICATION_TOKEN}\", or remove the key",
+        ));
+    }
+    if oura.token_keys.is_empty() {
+        problems.push(problem(
+            "oura.token_keys",
+            "is missing: Oura tokens are stored encrypted and need a key",
+            "add token_keys = [\"${OURA_TOKEN_KEY}\"] with the base64 of 32 random bytes (`openssl rand -base64 32`)",
+        ));
+    } else if let Err(e) = oura.decoded_token_keys() {
+        let at = e
+            .split(' ')
+            .next()
+            .map(|k| format!("oura.{k}"))
+            .unwrap_or_else(|| "oura.token_keys".into());
+        problems.push(problem(
+            at,
+            e,
+            "each key must be the base64 of 32 random bytes (`openssl rand -base64 32`)",
+        ));
+    }
+    for (key, url) in [
+        ("oura.api_base", &oura.api_base),
+        ("oura.auth_base", &oura.auth_base),
+        ("oura.token_url", &oura.token_url),
+        ("oura.revoke_url", &oura.revoke_url),
+        ("oura.redirect_uri", &oura.redirect_uri),
+    ] {
+        if let Some(u) = url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            problems.push(problem(
+                key,
+                format!("`{u}` is not an http(s) URL"),
+                "write an absolute URL such as \"https://api.ouraring.com\"",
+            ));
+        }
+    }
+    if oura.redirect_uri(server.public_url.as_ref()).is_none() {
+        problems.push(problem(
+            "server.public_url",
+            "is required when [oura] is configured (the OAuth callback and webhook URLs derive from it)",
+            "set server.public_url = \"https://health.example.com\", or oura.redirect_uri",
+        ));
+    }
+    if oura
+        .scopes
+        .iter()
+        .any(|s| s.trim().is_empty() || s.contains(' '))
+    {
+        problems.push(problem(
+            "oura.scopes",
+            "contains an empty scope or one with a space",
+            "list one scope per string, e.g. [\"daily\", \"heartrate\"]",
+        ));
+    }
+    if oura.signature_tolerance < Duration::from_secs(1) {
+        problems.push(problem(
+            "oura.signature_tolerance",
+            "must be at least 1s",
+            "use e.g. \"5m\"",
+        ));
+    }
+    if oura.fetch_concurrency == 0 {
+        problems.push(problem(
+            "oura.fetch_concurrency",
+            "must be at least 1",
+            "use e.g. 4",
+        ));
+    }
+    if oura.max_fetch_attempts == 0 {
+        problems.push(problem(
+            "oura.max_fetch_attempts",
+            "must be at least 1",
+            "use e.g. 10",
+        ));
+    }
+    if oura.state_ttl < Duration::from_secs(10) {
+        problems.push(problem(
+            "oura.state_ttl",
+            "must be at least 10s",
+            "use e.g. \"15m\"",
+        ));
     }
 }
 

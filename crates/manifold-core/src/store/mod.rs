@@ -472,7 +472,8 @@ impl Store {
     }
 
     /// Claim up to `limit` due deliveries of `destination` for `lease`. The returned token owns
-    /// them until the lease expires; outcomes are recorded with it.
+    /// them until the lease expires; outcomes are recorded with it. A disabled destination
+    /// (410, admin) yields nothing, whatever any node's cached state says.
     pub async fn claim(
         &self,
         destination: &str,
@@ -486,6 +487,7 @@ impl Store {
             Backend::Postgres => {
                 "WITH due AS (SELECT id FROM deliveries WHERE destination = $1 AND status = 'pending' \
                  AND next_attempt_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+                 AND NOT EXISTS (SELECT 1 FROM destination_state s WHERE s.name = $1 AND s.disabled <> 0) \
                  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  UPDATE deliveries d SET lease_owner = $4, lease_expires_at = $5, attempts = d.attempts + 1, \
                  updated_at = $2 FROM due WHERE d.id = due.id"
@@ -494,7 +496,9 @@ impl Store {
                 "UPDATE deliveries SET lease_owner = $4, lease_expires_at = $5, attempts = attempts + 1, \
                  updated_at = $2 WHERE id IN (SELECT id FROM deliveries WHERE destination = $1 \
                  AND status = 'pending' AND next_attempt_at <= $2 \
-                 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) ORDER BY next_attempt_at LIMIT $3)"
+                 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+                 AND NOT EXISTS (SELECT 1 FROM destination_state s WHERE s.name = $1 AND s.disabled <> 0) \
+                 ORDER BY next_attempt_at LIMIT $3)"
             }
         };
         let claimed = sqlx::query(sql)

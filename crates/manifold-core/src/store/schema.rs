@@ -1,10 +1,11 @@
 //! Versioned migrations, one list per backend. The schema is the same; only column types differ.
 
 /// (version, description, statements) for SQLite.
-pub const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "outbox",
-    r#"
+pub const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "outbox",
+        r#"
 CREATE TABLE IF NOT EXISTS payloads (
     id TEXT PRIMARY KEY,
     natural_key TEXT NOT NULL,
@@ -60,13 +61,78 @@ CREATE TABLE IF NOT EXISTS destination_state (
     updated_at INTEGER NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "oura connector",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_users (
+    user_id TEXT PRIMARY KEY,
+    oura_user_id TEXT,
+    reference_id TEXT,
+    scopes TEXT,
+    status TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    paused_reason TEXT,
+    access_token TEXT,
+    refresh_token TEXT,
+    expires_at INTEGER,
+    success_redirect TEXT,
+    failure_redirect TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    connected_at INTEGER,
+    last_webhook_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS oura_users_oura_id ON oura_users (oura_user_id) WHERE oura_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oura_users_reference ON oura_users (reference_id);
+CREATE TABLE IF NOT EXISTS oura_notifications (
+    id TEXT PRIMARY KEY,
+    oura_user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_time TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at INTEGER,
+    last_error TEXT,
+    received_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (oura_user_id, data_type, object_id, event_type, event_time)
+);
+CREATE INDEX IF NOT EXISTS oura_notifications_due ON oura_notifications (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS oura_notifications_lease ON oura_notifications (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS oura_documents (
+    user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    day TEXT,
+    body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, data_type, object_id)
+);
+CREATE INDEX IF NOT EXISTS oura_documents_day ON oura_documents (user_id, day);
+CREATE TABLE IF NOT EXISTS oura_subscriptions (
+    id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    callback_url TEXT NOT NULL,
+    expiration_time TEXT,
+    updated_at INTEGER NOT NULL
+);
+"#,
+    ),
+];
 
 /// The same schema for PostgreSQL.
-pub const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "outbox",
-    r#"
+pub const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "outbox",
+        r#"
 CREATE TABLE IF NOT EXISTS payloads (
     id TEXT PRIMARY KEY,
     natural_key TEXT NOT NULL,
@@ -122,4 +188,68 @@ CREATE TABLE IF NOT EXISTS destination_state (
     updated_at BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "oura connector",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_users (
+    user_id TEXT PRIMARY KEY,
+    oura_user_id TEXT,
+    reference_id TEXT,
+    scopes TEXT,
+    status TEXT NOT NULL,
+    active BIGINT NOT NULL DEFAULT 1,
+    paused_reason TEXT,
+    access_token TEXT,
+    refresh_token TEXT,
+    expires_at BIGINT,
+    success_redirect TEXT,
+    failure_redirect TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    connected_at BIGINT,
+    last_webhook_at BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS oura_users_oura_id ON oura_users (oura_user_id) WHERE oura_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oura_users_reference ON oura_users (reference_id);
+CREATE TABLE IF NOT EXISTS oura_notifications (
+    id TEXT PRIMARY KEY,
+    oura_user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_time TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at BIGINT,
+    last_error TEXT,
+    received_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (oura_user_id, data_type, object_id, event_type, event_time)
+);
+CREATE INDEX IF NOT EXISTS oura_notifications_due ON oura_notifications (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS oura_notifications_lease ON oura_notifications (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS oura_documents (
+    user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    day TEXT,
+    body TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, data_type, object_id)
+);
+CREATE INDEX IF NOT EXISTS oura_documents_day ON oura_documents (user_id, day);
+CREATE TABLE IF NOT EXISTS oura_subscriptions (
+    id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    callback_url TEXT NOT NULL,
+    expiration_time TEXT,
+    updated_at BIGINT NOT NULL
+);
+"#,
+    ),
+];
