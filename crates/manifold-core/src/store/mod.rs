@@ -5,10 +5,12 @@
 //! Rows: `payloads` (written once per natural key + version), `deliveries` (one per payload ×
 //! destination), `attempts` (the log of every try), `dead_letters`, `destination_state`.
 
+mod backfill;
 mod oura;
 mod schema;
 mod writer;
 
+pub use backfill::HistoryDocRow;
 pub use oura::{
     NewOuraNotification, OuraDocumentRow, OuraNotification, OuraNotificationInfo,
     OuraSubscriptionRow, OuraTokens, OuraUserRow,
@@ -61,6 +63,9 @@ pub struct NewPayload {
     pub body: String,
     /// Names of the destinations that get a delivery row.
     pub destinations: Vec<String>,
+    /// Store a new version (and deliver it) even when the body equals the latest stored
+    /// version, e.g. history explicitly requested with `to_webhook=true`.
+    pub force: bool,
 }
 
 /// Result of committing a payload.
@@ -420,7 +425,7 @@ impl Store {
             .await?;
             if let Some(row) = &latest {
                 let body: String = row.get(2);
-                if body == p.body {
+                if body == p.body && !p.force {
                     out.push(Ok(Committed {
                         payload_id: row.get(0),
                         version: row.get(1),
@@ -480,6 +485,34 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<(String, Vec<Delivery>)> {
+        if let Some(w) = &self.writer {
+            // SQLite: every write goes through the writer's connection, so claims never wait on
+            // the database lock (SQLite's busy handler sleeps in coarse steps).
+            let (tx, rx) = oneshot::channel();
+            w.send(writer::Request::Claim {
+                destination: destination.to_string(),
+                limit,
+                lease,
+                respond: tx,
+            })
+            .await
+            .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
+            return rx
+                .await
+                .map_err(|_| StoreError::Other("the store writer has stopped".into()))?;
+        }
+        let mut conn = self.pool.acquire().await?;
+        self.claim_in(&mut conn, destination, limit, lease).await
+    }
+
+    /// The statements of `claim` on the caller's connection (or transaction).
+    pub(crate) async fn claim_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<(String, Vec<Delivery>)> {
         let token = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let expires = now + lease.as_millis() as i64;
@@ -507,7 +540,7 @@ impl Store {
             .bind(limit as i64)
             .bind(&token)
             .bind(expires)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
         if claimed == 0 {
@@ -519,7 +552,7 @@ impl Store {
              JOIN payloads p ON p.id = d.payload_id WHERE d.lease_owner = $1 ORDER BY d.next_attempt_at, d.id",
         )
         .bind(&token)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let deliveries = rows.iter().map(delivery_from_row).collect();
         Ok((token, deliveries))

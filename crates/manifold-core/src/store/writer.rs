@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AttemptRecord, Committed, NewPayload, Result, Store, StoreError};
+use crate::destination::Delivery;
 
 pub(super) enum Request {
     Commit {
@@ -19,6 +20,12 @@ pub(super) enum Request {
         node: String,
         records: Vec<AttemptRecord>,
         respond: oneshot::Sender<Result<()>>,
+    },
+    Claim {
+        destination: String,
+        limit: usize,
+        lease: std::time::Duration,
+        respond: oneshot::Sender<Result<(String, Vec<Delivery>)>>,
     },
 }
 
@@ -55,8 +62,8 @@ async fn run_group(
     jobs: Vec<Request>,
 ) -> std::result::Result<(), (StoreError, Vec<Request>)> {
     let mut woken: Vec<String> = Vec::new();
-    // Each commit job's own result (a record job has none), answered once the group commits.
-    let mut done: Vec<Option<Result<Committed>>> = Vec::with_capacity(jobs.len());
+    // Each job's own result, answered once the group commits.
+    let mut done: Vec<Done> = Vec::with_capacity(jobs.len());
     let result: Result<()> = async {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for job in &jobs {
@@ -68,7 +75,7 @@ async fn run_group(
                     let one = r
                         .pop()
                         .unwrap_or_else(|| Err(StoreError::Other("no result".into())));
-                    done.push(Some(one));
+                    done.push(Done::Commit(one));
                 }
                 Request::Record {
                     token,
@@ -77,7 +84,16 @@ async fn run_group(
                     ..
                 } => {
                     store.record_in(&mut tx, token, node, records).await?;
-                    done.push(None);
+                    done.push(Done::Record);
+                }
+                Request::Claim {
+                    destination,
+                    limit,
+                    lease,
+                    ..
+                } => {
+                    let claimed = store.claim_in(&mut tx, destination, *limit, *lease).await?;
+                    done.push(Done::Claim(claimed));
                 }
             }
         }
@@ -90,14 +106,17 @@ async fn run_group(
     }
     // Committed: answer every job with its own result.
     for (job, d) in jobs.into_iter().zip(done) {
-        match job {
-            Request::Commit { respond, .. } => {
-                let _ =
-                    respond.send(d.unwrap_or_else(|| Err(StoreError::Other("no result".into()))));
+        match (job, d) {
+            (Request::Commit { respond, .. }, Done::Commit(r)) => {
+                let _ = respond.send(r);
             }
-            Request::Record { respond, .. } => {
+            (Request::Record { respond, .. }, _) => {
                 let _ = respond.send(Ok(()));
             }
+            (Request::Claim { respond, .. }, Done::Claim(c)) => {
+                let _ = respond.send(Ok(c));
+            }
+            (job, _) => respond_err(job, "internal: job and result out of step"),
         }
     }
     for d in &woken {
@@ -106,8 +125,18 @@ async fn run_group(
     Ok(())
 }
 
+/// A job's result inside a group, answered after the commit.
+enum Done {
+    Commit(Result<Committed>),
+    Record,
+    Claim((String, Vec<Delivery>)),
+}
+
 fn respond_err(job: Request, msg: &str) {
     match job {
+        Request::Claim { respond, .. } => {
+            let _ = respond.send(Err(StoreError::Other(msg.to_string())));
+        }
         Request::Commit { respond, .. } => {
             let _ = respond.send(Err(StoreError::Other(msg.to_string())));
         }
