@@ -1,9 +1,13 @@
-//! `manifold demo`: the engine with an embedded store, generated Terra payloads for a few
-//! simulated users, and a local receiver that verifies every `terra-signature` and prints what
-//! arrives. `--forward-to URL --secret S` also delivers to your own receiver; `--config FILE` adds
-//! that file's destinations.
+//! `manifold demo`: the whole product on one machine, with no account and no config.
+//!
+//! It starts the Oura simulator (`oura-sim`, an Oura API v2 look-alike), the engine with a
+//! temporary SQLite store and the Oura connector, and a local receiver that verifies every
+//! `terra-signature`. Simulated users connect through the real OAuth redirects; their rings
+//! "sync", Oura-style signed notifications arrive at `/oura/webhook`, documents are fetched,
+//! mapped to Terra payloads and delivered. One line is printed per payload, then a summary.
+//! `--forward-to URL --secret S` also delivers every payload, signed, to your own receiver;
+//! `--config FILE` adds that file's destinations (e.g. a real database or bucket).
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -13,25 +17,24 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use chrono::{Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use chrono::Utc;
 use manifold_core::{Config, Engine};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use oura_sim::{SimConfig, SyncRequest};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Simulated users.
-    #[arg(long, default_value_t = 3)]
-    users: u32,
-    /// Days of data per user.
-    #[arg(long, default_value_t = 3)]
+    /// Simulated Oura users to connect.
+    #[arg(long, default_value_t = 2)]
+    users: usize,
+    /// Days of ring data per user.
+    #[arg(long, default_value_t = 2)]
     days: u32,
-    /// Stop after this long even if deliveries are still pending (e.g. "30s").
+    /// Stop after this long even if payloads are still flowing (e.g. "30s").
     #[arg(long, default_value = "60s")]
     duration: String,
-    /// Seed for the generated data.
+    /// Seed for the simulated data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Also deliver every payload, signed, to this URL.
@@ -49,13 +52,28 @@ pub struct DemoArgs {
 }
 
 const DEMO_SECRET: &str = "demo-signing-secret";
+const API_KEY: &str = "demo-api-key";
+const CLIENT_SECRET: &str = "demo-oura-client-secret";
+const VERIFY: &str = "demo-verification-token";
+/// A fixed demo key for encrypting tokens at rest (the store is temporary).
+const TOKEN_KEY: &str = "ZGVtby1vbmx5LXRva2VuLWtleS0zMi1ieXRlcyEhISE=";
+
+/// The Oura data types the simulated rings sync, in the order a ring uploads them.
+const SYNCED: &[&str] = &[
+    "sleep",
+    "daily_sleep",
+    "daily_activity",
+    "daily_readiness",
+    "workout",
+];
 
 struct Seen {
     started: Instant,
-    trace_ids: HashSet<String>,
     received: usize,
     bad_signatures: usize,
+    by_type: std::collections::BTreeMap<String, usize>,
     latencies_ms: Vec<f64>,
+    last_at: Instant,
     quiet: bool,
 }
 
@@ -72,15 +90,28 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 async fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let duration =
         manifold_core::config::duration::parse(&args.duration).map_err(anyhow::Error::msg)?;
+    let users = args.users.max(1);
     let dir = tempfile::tempdir()?;
 
-    // 1. the local receiver
+    // 1. Oura (simulated)
+    let sim = oura_sim::try_start(SimConfig {
+        users,
+        days: args.days.max(1),
+        seed: args.seed,
+        client_secret: CLIENT_SECRET.into(),
+        delivery_backoff: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await?;
+
+    // 2. the receiver (your app)
     let seen = Arc::new(Mutex::new(Seen {
         started: Instant::now(),
-        trace_ids: HashSet::new(),
         received: 0,
         bad_signatures: 0,
+        by_type: Default::default(),
         latencies_ms: Vec::new(),
+        last_at: Instant::now(),
         quiet: args.quiet,
     }));
     let recv_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -90,16 +121,28 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(recv_listener, app).await });
 
-    // 2. the engine, configured by a real config text
+    // 3. Manifold, configured by a real config text
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_addr = api.local_addr()?;
     let mut toml = format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
-api_keys = ["demo-api-key"]
+listen = "{api_addr}"
+public_url = "http://{api_addr}"
+api_keys = ["{API_KEY}"]
 
 [store]
 url = "sqlite://{db}"
 poll_interval = "200ms"
+
+[oura]
+client_id = "sim-client-id"
+client_secret = "{CLIENT_SECRET}"
+verification_token = "{VERIFY}"
+api_base = "{sim}"
+auth_base = "{sim}"
+token_keys = ["{TOKEN_KEY}"]
+sync_subscriptions = false
 
 [[destinations]]
 name = "demo-receiver"
@@ -109,7 +152,8 @@ signing_secret = "{DEMO_SECRET}"
 allow_private_network = true
 retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
 "#,
-        db = dir.path().join("demo.db").display()
+        db = dir.path().join("demo.db").display(),
+        sim = sim.base_url,
     );
     if let (Some(url), Some(secret)) = (&args.forward_to, &args.secret) {
         toml.push_str(&format!(
@@ -128,52 +172,108 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
     let engine = Engine::from_config(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = engine.start(stop_rx.clone());
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api_addr = api.local_addr()?;
+    let connector = manifold_oura::connector::Connector::new(engine.clone(), &config)
+        .map_err(anyhow::Error::msg)?;
+    workers.spawn(connector.clone().run(stop_rx.clone()));
     let state = manifold_server::AppState {
         engine: engine.clone(),
         api_keys: Arc::new(config.server.api_keys.clone()),
         max_body: config.server.max_body as usize,
-        oura: None,
+        oura: Some(connector.clone()),
     };
     tokio::spawn(async move { axum::serve(api, manifold_server::router(state)).await });
 
     println!("manifold demo");
-    println!("  store     {}", dir.path().join("demo.db").display());
+    println!(
+        "  Oura      {} (simulated: {users} users, {} days)",
+        sim.base_url,
+        args.days.max(1)
+    );
+    println!(
+        "  manifold  http://{api_addr}  (x-api-key: {API_KEY}; try /metrics, /admin/deliveries)"
+    );
     println!("  receiver  http://{recv_addr}/hooks/terra (verifies terra-signature)");
     if let Some(url) = &args.forward_to {
         println!("  forward   {url}");
     }
-    println!(
-        "  API       http://{api_addr}  (x-api-key: demo-api-key; try /metrics, /admin/deliveries)"
-    );
+    println!("  store     {}", dir.path().join("demo.db").display());
     println!();
 
-    // 3. generated payloads for a few users
-    let events = generate(args.users, args.days, args.seed);
-    let total = events.len();
-    let published_at = Instant::now();
-    for e in &events {
-        engine.publish_value(e, None).await?;
-    }
+    // 4. webhook subscriptions (Oura verifies our callback with its challenge handshake)
+    let subs = connector
+        .sync_subscriptions(Duration::from_secs(86_400))
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to Oura webhooks: {e}"))?;
     if !args.quiet {
-        println!(
-            "published {total} payloads in {:.1} ms; delivering…",
-            published_at.elapsed().as_secs_f64() * 1e3
-        );
+        println!("subscribed to {} Oura webhook types", subs.len());
     }
 
-    // 4. wait until every payload arrived (or the duration ends)
+    // 5. users connect through the real OAuth redirects
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    for i in 0..users {
+        let user_id = connect(
+            &http,
+            &format!("http://{api_addr}"),
+            i,
+            &format!("app-user-{i}"),
+        )
+        .await?;
+        if !args.quiet {
+            println!("connected app-user-{i} → Terra user {user_id}");
+        }
+    }
+
+    // 6. the rings sync: every data type, every day, as Oura notifications
+    let today = Utc::now().date_naive();
+    for d in 0..args.days.max(1) {
+        let day = today - chrono::Duration::days(i64::from(d) + 1);
+        for i in 0..users {
+            for t in SYNCED {
+                sim.sim
+                    .sync(SyncRequest {
+                        user: json!(i),
+                        data_type: (*t).to_string(),
+                        day: Some(day),
+                        // Day documents exist once per day: a sync updates them; sleep periods and
+                        // workouts are new documents.
+                        operation: Some(
+                            if t.starts_with("daily_") {
+                                "update"
+                            } else {
+                                "create"
+                            }
+                            .into(),
+                        ),
+                        object_id: None,
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("simulated sync of {t}: {e:?}"))?;
+            }
+        }
+    }
+    if !args.quiet {
+        println!("rings synced; payloads:\n");
+    }
+
+    // 7. wait until everything is delivered and quiet (or the duration ends)
     let deadline = Instant::now() + duration;
     loop {
-        let done = seen
-            .lock()
-            .map(|s| s.trace_ids.len() >= total)
-            .unwrap_or(true);
-        if done || Instant::now() > deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let quiet_for = seen.lock().map(|s| s.last_at.elapsed()).unwrap_or_default();
+        let pending: i64 = engine
+            .store()
+            .queue_stats()
+            .await
+            .map(|m| m.values().map(|s| s.pending).sum())
+            .unwrap_or(0);
+        let received = seen.lock().map(|s| s.received).unwrap_or(0);
+        if (received > 0 && pending == 0 && quiet_for > Duration::from_millis(1500))
+            || Instant::now() > deadline
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop_tx.send(true);
     while workers.join_next().await.is_some() {}
@@ -188,17 +288,19 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
             .copied()
             .unwrap_or(0.0)
     };
+    let types: Vec<String> = s.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
     println!();
     println!(
-        "summary: {} published, {} distinct delivered, {} requests received, {} bad signatures, latency p50 {:.1} ms p99 {:.1} ms",
-        total,
-        s.trace_ids.len(),
-        s.received,
+        "summary: {} payloads delivered ({}), {} bad signatures, commit→receive p50 {:.1} ms p99 {:.1} ms",
+        s.received - s.bad_signatures,
+        types.join(", "),
         s.bad_signatures,
         pct(0.5),
         pct(0.99)
     );
-    Ok(if s.trace_ids.len() >= total && s.bad_signatures == 0 {
+    let ok =
+        s.bad_signatures == 0 && s.by_type.contains_key("sleep") && s.by_type.contains_key("daily");
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -207,6 +309,46 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
 
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn location(res: &reqwest::Response) -> anyhow::Result<String> {
+    res.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("expected a redirect, got {}", res.status()))
+}
+
+/// Terra's connect flow, following each redirect as a browser would: authenticateUser →
+/// Oura's consent page (the simulator approves as user `index`) → /oura/callback → success URL.
+async fn connect(
+    http: &reqwest::Client,
+    base: &str,
+    index: usize,
+    reference: &str,
+) -> anyhow::Result<String> {
+    let res = http
+        .post(format!("{base}/v2/auth/authenticateUser?resource=OURA"))
+        .header("x-api-key", API_KEY)
+        .json(&json!({
+            "reference_id": reference,
+            "auth_success_redirect_url": "https://app.example.com/connected",
+            "auth_failure_redirect_url": "https://app.example.com/failed",
+        }))
+        .send()
+        .await?;
+    let body: Value = res.json().await?;
+    let auth_url = body["auth_url"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("authenticateUser: {body}"))?;
+    let consent = http.get(format!("{auth_url}&user={index}")).send().await?;
+    let callback = location(&consent)?;
+    let done = http.get(&callback).send().await?;
+    let landing = location(&done)?;
+    if !landing.starts_with("https://app.example.com/connected") {
+        anyhow::bail!("connecting {reference} ended at {landing}");
+    }
+    Ok(body["user_id"].as_str().unwrap_or("?").to_string())
 }
 
 async fn receive(
@@ -224,11 +366,6 @@ async fn receive(
         DEMO_SECRET.as_bytes(),
         Duration::from_secs(300),
     );
-    let trace = headers
-        .get("x-terra-trace-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     let emitted_ms = headers
         .get("x-terra-ordering-timestamp")
         .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
@@ -236,114 +373,74 @@ async fn receive(
         return StatusCode::INTERNAL_SERVER_ERROR;
     };
     s.received += 1;
+    s.last_at = Instant::now();
     if !ok {
         s.bad_signatures += 1;
-        eprintln!("receiver: BAD SIGNATURE for trace {trace}");
+        eprintln!("receiver: BAD SIGNATURE");
         return StatusCode::UNAUTHORIZED;
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let t = v["type"].as_str().unwrap_or("?").to_string();
+    *s.by_type.entry(t.clone()).or_default() += 1;
     let latency = emitted_ms
-        .map(|t| (Utc::now().timestamp_millis() - t) as f64)
+        .map(|e| (Utc::now().timestamp_millis() - e) as f64)
         .unwrap_or(0.0);
     s.latencies_ms.push(latency);
-    s.trace_ids.insert(trace);
     if !s.quiet {
         let item = &v["data"][0];
-        let what = item["metadata"]["summary_id"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| {
+        let what = match t.as_str() {
+            "sleep" => format!(
+                "{} asleep {:.1} h, score {}",
                 item["metadata"]["start_time"]
                     .as_str()
-                    .map(|t| t[..10.min(t.len())].to_string())
-            })
-            .unwrap_or_default();
+                    .map(|x| &x[..10.min(x.len())])
+                    .unwrap_or(""),
+                item["sleep_durations_data"]["asleep"]["duration_asleep_state_seconds"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    / 3600.0,
+                item["scores"]["sleep"]
+                    .as_i64()
+                    .map(|n| n.to_string())
+                    .unwrap_or("-".into())
+            ),
+            "daily" => format!(
+                "{} steps {}, activity score {}",
+                item["metadata"]["start_time"]
+                    .as_str()
+                    .map(|x| &x[..10.min(x.len())])
+                    .unwrap_or(""),
+                item["distance_data"]["steps"]
+                    .as_i64()
+                    .map(|n| n.to_string())
+                    .unwrap_or("-".into()),
+                item["scores"]["activity"]
+                    .as_i64()
+                    .map(|n| n.to_string())
+                    .unwrap_or("-".into())
+            ),
+            "activity" => format!(
+                "{} {}",
+                item["metadata"]["start_time"]
+                    .as_str()
+                    .map(|x| &x[..16.min(x.len())])
+                    .unwrap_or(""),
+                item["metadata"]["name"].as_str().unwrap_or("workout")
+            ),
+            _ => v["status"]
+                .as_str()
+                .or(v["message"].as_str())
+                .unwrap_or("")
+                .to_string(),
+        };
         println!(
-            "{:>7.2}s  {:<8} user {:<10} {:<24} signature ok  {:>5.1} ms",
+            "{:>7.2}s  {:<9} {:<12} {:<44} signature ok {:>6.1} ms",
             s.started.elapsed().as_secs_f64(),
-            v["type"].as_str().unwrap_or("?"),
+            t,
             v["user"]["reference_id"].as_str().unwrap_or("?"),
             what,
             latency
         );
     }
     StatusCode::OK
-}
-
-/// Deterministic Terra-shaped sleep, daily and activity payloads.
-fn generate(users: u32, days: u32, seed: u64) -> Vec<Value> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let start = NaiveDate::from_ymd_opt(2026, 7, 1).unwrap_or_default();
-    let mut out = Vec::new();
-    for u in 0..users {
-        let user = json!({
-            "user_id": format!("demo-user-{u:04}"),
-            "provider": "OURA",
-            "reference_id": format!("app-user-{u}"),
-            "scopes": "daily,heartrate,personal,session,workout",
-            "active": true,
-            "last_webhook_update": null,
-        });
-        for d in 0..days {
-            let day = start + ChronoDuration::days(i64::from(d));
-            let midnight = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default());
-            let fmt =
-                |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string();
-            let bed = midnight - ChronoDuration::minutes(rng.random_range(30..120));
-            let asleep_s = rng.random_range(6 * 3600..8 * 3600);
-            let wake = bed + ChronoDuration::seconds(asleep_s + 1200);
-            out.push(json!({
-                "type": "sleep",
-                "user": user,
-                "version": "2022-03-16",
-                "data": [{
-                    "metadata": {
-                        "summary_id": format!("sleep-{u}-{d}"),
-                        "start_time": fmt(bed),
-                        "end_time": fmt(wake),
-                        "upload_type": 1,
-                        "is_nap": false,
-                    },
-                    "sleep_durations_data": {
-                        "asleep": {
-                            "duration_asleep_state_seconds": asleep_s,
-                            "duration_deep_sleep_state_seconds": asleep_s / 5,
-                            "duration_light_sleep_state_seconds": asleep_s / 2,
-                            "duration_REM_sleep_state_seconds": asleep_s - asleep_s / 5 - asleep_s / 2,
-                        },
-                        "other": { "duration_in_bed_seconds": asleep_s + 1200 },
-                        "sleep_efficiency": asleep_s as f64 / (asleep_s + 1200) as f64,
-                    },
-                    "heart_rate_data": { "summary": { "avg_hr_bpm": rng.random_range(48..62), "resting_hr_bpm": rng.random_range(42..55) } },
-                    "scores": { "sleep": rng.random_range(60..95) },
-                }],
-            }));
-            let steps = rng.random_range(3_000..15_000);
-            out.push(json!({
-                "type": "daily",
-                "user": user,
-                "version": "2022-03-16",
-                "data": [{
-                    "metadata": { "start_time": fmt(midnight), "end_time": fmt(midnight + ChronoDuration::days(1)), "upload_type": 1 },
-                    "distance_data": { "steps": steps, "distance_meters": steps as f64 * 0.76 },
-                    "calories_data": { "total_burned_calories": 1800 + steps / 20, "net_activity_calories": steps / 20 },
-                    "scores": { "activity": rng.random_range(50..99), "recovery": rng.random_range(50..99), "sleep": rng.random_range(50..99) },
-                }],
-            }));
-            if d % 2 == 0 {
-                let t0 = midnight + ChronoDuration::hours(17);
-                out.push(json!({
-                    "type": "activity",
-                    "user": user,
-                    "version": "2022-03-16",
-                    "data": [{
-                        "metadata": { "summary_id": format!("workout-{u}-{d}"), "start_time": fmt(t0), "end_time": fmt(t0 + ChronoDuration::minutes(45)), "type": 8, "name": "running", "upload_type": 1 },
-                        "calories_data": { "total_burned_calories": rng.random_range(300..600) },
-                        "distance_data": { "summary": { "distance_meters": rng.random_range(5000..10000) } },
-                    }],
-                }));
-            }
-        }
-    }
-    out
 }
