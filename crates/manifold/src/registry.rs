@@ -8,5 +8,6 @@ pub fn registry() -> Registry {
     r.register(manifold_sql::SqlFactory);
     r.register(manifold_s3::S3Factory);
     r.register(manifold_sqs::SqsFactory);
+    r.register(manifold_kafka::KafkaFactory);
     r
 }
