@@ -1,0 +1,1 @@
+//! The `gcs` destination (being built).
