@@ -56,7 +56,11 @@ async fn receive(State(r): State<Arc<Mutex<Recv>>>, body: Bytes) -> StatusCode {
     if let Some(i) = s.find("\"summary_id\":\"") {
         let rest = &s[i + 14..];
         if let Some(j) = rest.find('"') {
-            r.lock().unwrap().at.entry(rest[..j].to_string()).or_insert(now);
+            r.lock()
+                .unwrap()
+                .at
+                .entry(rest[..j].to_string())
+                .or_insert(now);
         }
     }
     StatusCode::OK
@@ -71,14 +75,20 @@ fn event(key: &str) -> String {
 fn rss_peak_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN)
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -87,11 +97,15 @@ async fn main() -> anyhow::Result<()> {
     let recv = Arc::new(Mutex::new(Recv::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let recv_addr = listener.local_addr()?;
-    let app = axum::Router::new().route("/hook", post(receive)).with_state(recv.clone());
+    let app = axum::Router::new()
+        .route("/hook", post(receive))
+        .with_state(recv.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = dir.path().join("bench.toml");
     std::fs::write(
         &config,
@@ -120,12 +134,24 @@ concurrency = {c}
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot run {}: {e} (build it with cargo build --release -p manifold)", args.manifold.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {}: {e} (build it with cargo build --release -p manifold)",
+                args.manifold.display()
+            )
+        })?;
     let pid = server.id().unwrap_or(0);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
     let url = format!("http://127.0.0.1:{port}/v2/events");
     for _ in 0..200 {
-        if client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok() {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,7 +191,13 @@ concurrency = {c}
     let publish_secs = t0.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let n = recv.lock().unwrap().at.keys().filter(|k| k.starts_with("t-")).count();
+        let n = recv
+            .lock()
+            .unwrap()
+            .at
+            .keys()
+            .filter(|k| k.starts_with("t-"))
+            .count();
         if n >= args.events || Instant::now() > deadline {
             break;
         }
@@ -173,8 +205,16 @@ concurrency = {c}
     }
     let (first, last, got) = {
         let r = recv.lock().unwrap();
-        let times: Vec<Instant> = r.at.iter().filter(|(k, _)| k.starts_with("t-")).map(|(_, t)| *t).collect();
-        (times.iter().min().copied(), times.iter().max().copied(), times.len())
+        let times: Vec<Instant> =
+            r.at.iter()
+                .filter(|(k, _)| k.starts_with("t-"))
+                .map(|(_, t)| *t)
+                .collect();
+        (
+            times.iter().min().copied(),
+            times.iter().max().copied(),
+            times.len(),
+        )
     };
     let deliver_secs = match (first, last) {
         (Some(a), Some(b)) => (b - t0).as_secs_f64().max((b - a).as_secs_f64()),
@@ -192,7 +232,12 @@ concurrency = {c}
         inflight.push(tokio::spawn(async move {
             let key = format!("l-{i}");
             sent.lock().unwrap().insert(key.clone(), Instant::now());
-            let _ = client.post(&url).header("x-api-key", "bench").body(event(&key)).send().await;
+            let _ = client
+                .post(&url)
+                .header("x-api-key", "bench")
+                .body(event(&key))
+                .send()
+                .await;
         }));
     }
     for t in inflight {
@@ -200,7 +245,13 @@ concurrency = {c}
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = recv.lock().unwrap().at.keys().filter(|k| k.starts_with("l-")).count();
+        let n = recv
+            .lock()
+            .unwrap()
+            .at
+            .keys()
+            .filter(|k| k.starts_with("l-"))
+            .count();
         if n >= total || Instant::now() > deadline {
             break;
         }
@@ -209,16 +260,39 @@ concurrency = {c}
     let mut lat: Vec<f64> = {
         let r = recv.lock().unwrap();
         let s = sent.lock().unwrap();
-        s.iter().filter_map(|(k, t0)| r.at.get(k).map(|t1| (*t1 - *t0).as_secs_f64() * 1e3)).collect()
+        s.iter()
+            .filter_map(|(k, t0)| r.at.get(k).map(|t1| (*t1 - *t0).as_secs_f64() * 1e3))
+            .collect()
     };
     let rss_mb = rss_peak_kb(pid) as f64 / 1024.0;
     let _ = server.kill().await;
 
-    println!("manifold bench: publish -> webhook, SQLite store, loopback, {} CPUs", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("  throughput phase: {} events, {} clients, destination concurrency {}", args.events, args.clients, args.concurrency);
-    println!("    accepted/s     {:>10.0}", args.events as f64 / publish_secs);
-    println!("    delivered/s    {:>10.0}   ({got} of {} delivered)", got as f64 / deliver_secs, args.events);
-    println!("  latency phase: {} events/s for {} s ({} of {} received)", args.rate, args.seconds, lat.len(), total);
+    println!(
+        "manifold bench: publish -> webhook, SQLite store, loopback, {} CPUs",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "  throughput phase: {} events, {} clients, destination concurrency {}",
+        args.events, args.clients, args.concurrency
+    );
+    println!(
+        "    accepted/s     {:>10.0}",
+        args.events as f64 / publish_secs
+    );
+    println!(
+        "    delivered/s    {:>10.0}   ({got} of {} delivered)",
+        got as f64 / deliver_secs,
+        args.events
+    );
+    println!(
+        "  latency phase: {} events/s for {} s ({} of {} received)",
+        args.rate,
+        args.seconds,
+        lat.len(),
+        total
+    );
     println!("    p50 ms         {:>10.1}", pct(&mut lat, 0.50));
     println!("    p99 ms         {:>10.1}", pct(&mut lat, 0.99));
     println!("  peak RSS MB      {:>10.1}", rss_mb);
