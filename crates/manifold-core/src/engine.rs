@@ -86,6 +86,18 @@ impl Engine {
         value: &serde_json::Value,
         terra_reference: Option<String>,
     ) -> Result<Committed, PublishError> {
+        self.publish_value_with(value, terra_reference, false).await
+    }
+
+    /// [`Engine::publish_value`]; with `force`, a body identical to the latest stored version
+    /// of its natural key is still stored as a new version and delivered (explicit requests
+    /// such as `to_webhook=true` history must reach the destinations).
+    pub async fn publish_value_with(
+        &self,
+        value: &serde_json::Value,
+        terra_reference: Option<String>,
+        force: bool,
+    ) -> Result<Committed, PublishError> {
         let envelope = parse_envelope(value)?;
         let destinations = self
             .inner
@@ -102,6 +114,7 @@ impl Engine {
                 terra_reference,
                 body: value.to_string(),
                 destinations,
+                force,
             })
             .await?;
         if !committed.duplicate {

@@ -19,6 +19,7 @@ fn sleep_event(user: &str, summary: &str, score: u32) -> NewPayload {
         terra_reference: None,
         body: v.to_string(),
         destinations: vec!["a".into(), "b".into()],
+        force: false,
     }
 }
 

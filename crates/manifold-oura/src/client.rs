@@ -268,6 +268,35 @@ impl OuraClient {
             .await
     }
 
+    /// One page of a list route: `GET /v2/usercollection/{collection}?{params}` →
+    /// (`data` items, `next_token`). Paginate by passing `next_token` back in `params`.
+    pub async fn list_page(
+        &self,
+        access_token: &str,
+        collection: &str,
+        params: &[(&str, &str)],
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), OuraError> {
+        let res = self
+            .http
+            .get(format!("{}/v2/usercollection/{collection}", self.api_base))
+            .query(params)
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .map_err(transport)?;
+        let b = classify(res).await?;
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            data: Vec<serde_json::Value>,
+            #[serde(default)]
+            next_token: Option<String>,
+        }
+        let p: Page = serde_json::from_slice(&b)
+            .map_err(|e| OuraError::Decode(format!("{collection} list: {e}")))?;
+        Ok((p.data, p.next_token.filter(|t| !t.is_empty())))
+    }
+
     /// `GET /v2/usercollection/{path}/{object_id}` for a webhook `data_type`.
     pub async fn document(
         &self,

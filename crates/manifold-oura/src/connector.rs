@@ -171,6 +171,10 @@ pub struct Connector {
     poll: Duration,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     wake: Notify,
+    /// Itself, to spawn background work (the backfill after connect) from `&self`.
+    me: std::sync::Weak<Connector>,
+    /// Notifications being fetched right now by this process (backfills wait while > 0).
+    live_inflight: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Connector {
@@ -194,7 +198,7 @@ impl Connector {
         let keys = cfg.decoded_token_keys()?;
         let cipher = TokenCipher::new(&keys).map_err(|e| e.to_string())?;
         let client = OuraClient::new(&cfg, redirect)?;
-        Ok(Arc::new(Connector {
+        Ok(Arc::new_cyclic(|me| Connector {
             engine,
             states: StateSigner::from_client_secret(cfg.client_secret.expose()),
             client,
@@ -209,11 +213,49 @@ impl Connector {
             cfg,
             locks: Default::default(),
             wake: Notify::new(),
+            me: me.clone(),
+            live_inflight: Default::default(),
         }))
     }
 
     pub fn config(&self) -> &OuraConfig {
         &self.cfg
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// True while this process fetches live notifications: history backfills give way.
+    pub fn live_busy(&self) -> bool {
+        self.live_inflight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
+    /// A usable access token for a connected user (refreshed when it expires soon, or
+    /// unconditionally with `after_401` when Oura refused the current one).
+    pub async fn api_token(&self, user_id: &str, after_401: bool) -> Result<String, String> {
+        let user = self
+            .store()
+            .oura_user(user_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("user not found")?;
+        let res = if after_401 {
+            let rt = user
+                .refresh_token
+                .clone()
+                .ok_or("the user has no Oura tokens")?;
+            self.refresh(user_id, &rt).await
+        } else {
+            self.access_token(&user).await
+        };
+        res.map_err(|f| match f {
+            TokenFailure::Revoked => "the user's Oura access was revoked: reconnect".to_string(),
+            TokenFailure::NoTokens => "the user has no Oura tokens: connect first".to_string(),
+            TokenFailure::Transient(e) => e,
+        })
     }
 
     pub fn client(&self) -> &OuraClient {
@@ -425,6 +467,9 @@ impl Connector {
         }
         self.publish_info(Event::auth_success(new_user, None)).await;
         metrics::counter!("manifold_oura_connections_total").increment(1);
+        if let Some(me) = self.me.upgrade() {
+            crate::history::spawn_connect_backfill(me, row.user_id.clone());
+        }
         match &row.success_redirect {
             Some(s) => CallbackOutcome::Redirect(with_query(
                 s,
@@ -636,6 +681,8 @@ impl Connector {
             .oura_claim_notifications(self.cfg.fetch_concurrency.max(1), self.lease)
             .await?;
         let count = batch.len();
+        self.live_inflight
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         let mut set = JoinSet::new();
         for n in batch {
             let this = self.clone();
@@ -643,6 +690,8 @@ impl Connector {
             set.spawn(async move { this.handle(&token, n).await });
         }
         while set.join_next().await.is_some() {}
+        self.live_inflight
+            .fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
         Ok(count)
     }
 

@@ -82,6 +82,7 @@
 
 pub mod client;
 pub mod connector;
+pub mod history;
 pub mod normalize;
 pub mod signature;
 pub mod tokens;

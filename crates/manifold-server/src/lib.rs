@@ -1,10 +1,12 @@
 //! Manifold's HTTP surface: the publish API (`POST /v2/events`), the admin API (deliveries,
 //! replays, destination enable/disable), the Oura webhook intake and connect flow (`/oura/*`,
-//! `/v2/auth/*`, `/v2/userInfo`, `/v2/users/{id}`), `/healthz`, `/readyz` and `/metrics`.
+//! `/v2/auth/*`, `/v2/userInfo`, `/v2/users/{id}`), the history data endpoints
+//! (`/v2/{activity,athlete,body,daily,menstruation,sleep}`), `/healthz`, `/readyz` and `/metrics`.
 
 mod admin;
 mod auth;
 mod auth_flow;
+mod history;
 mod metrics_route;
 pub mod oura_intake;
 pub mod problem;
@@ -63,6 +65,12 @@ pub fn router(state: AppState) -> Router {
             delete(auth_flow::deauthenticate_user),
         )
         .route("/v2/userInfo", get(users::user_info))
+        .route("/v2/activity", get(history::activity))
+        .route("/v2/athlete", get(history::athlete))
+        .route("/v2/body", get(history::body))
+        .route("/v2/daily", get(history::daily))
+        .route("/v2/menstruation", get(history::menstruation))
+        .route("/v2/sleep", get(history::sleep))
         .route("/v2/users/{user_id}", patch(users::patch_user))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(admin::ready))

@@ -58,9 +58,31 @@ pub enum Command {
         #[command(subcommand)]
         action: OuraAction,
     },
-    /// Run the whole flow locally: embedded store, generated Terra payloads, a signed-webhook
-    /// receiver that verifies every signature and prints what arrives.
+    /// Fetch a user's Oura history for a day range and queue it like live data (resumable;
+    /// progress on stderr).
+    Backfill(crate::backfill::BackfillArgs),
+    /// Run the whole flow locally: the Oura simulator, an embedded store, and a receiver that
+    /// verifies every signature and prints each Terra payload as it arrives.
     Demo(crate::demo::DemoArgs),
+    /// Supabase helpers.
+    Supabase {
+        #[command(subcommand)]
+        action: SupabaseAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SupabaseAction {
+    /// Print the tables, triggers and grants the `supabase` destination needs (run them once in
+    /// the SQL editor), or apply them with --database-url.
+    Init {
+        /// Schema the tables live in (must be exposed by the project's API settings).
+        #[arg(long, default_value = "public")]
+        schema: String,
+        /// Apply to this PostgreSQL database instead of printing (e.g. the project's direct URL).
+        #[arg(long, env = "SUPABASE_DB_URL")]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,10 +162,48 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(code) => code,
         },
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Supabase {
+            action:
+                SupabaseAction::Init {
+                    schema,
+                    database_url,
+                },
+        } => supabase_init(&schema, database_url.as_deref()).await,
+        Command::Backfill(args) => match load(&args.config) {
+            Ok(c) => crate::backfill::run(c, args).await,
+            Err(code) => code,
+        },
         Command::Oura { config, action } => match load(&config) {
             Ok(c) => crate::oura_cli::run(c, action).await,
             Err(code) => code,
         },
+    }
+}
+
+async fn supabase_init(schema: &str, database_url: Option<&str>) -> ExitCode {
+    let sql = manifold_supabase::init_sql(schema);
+    let Some(url) = database_url else {
+        println!("{sql}");
+        return ExitCode::SUCCESS;
+    };
+    use sqlx::Connection;
+    let result = async {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            println!("applied the Manifold tables and grants to schema `{schema}`");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: applying the Supabase schema failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

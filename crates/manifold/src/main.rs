@@ -1,6 +1,7 @@
 //! `manifold`: the one binary. `serve` runs the engine and HTTP API; `check` validates a config;
 //! `deliveries` inspects and replays the outbox; `demo` shows the whole flow with no setup.
 
+mod backfill;
 mod cli;
 mod demo;
 mod oura_cli;

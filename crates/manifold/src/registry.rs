@@ -9,5 +9,9 @@ pub fn registry() -> Registry {
     r.register(manifold_s3::S3Factory);
     r.register(manifold_sqs::SqsFactory);
     r.register(manifold_kafka::KafkaFactory);
+    r.register(manifold_mongo::MongoFactory);
+    r.register(manifold_supabase::SupabaseFactory);
+    r.register(manifold_gcs::GcsFactory);
+    r.register(manifold_azure_blob::AzureBlobFactory);
     r
 }

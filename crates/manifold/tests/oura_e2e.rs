@@ -113,6 +113,7 @@ api_base = "{sim}"
 auth_base = "{sim}"
 token_keys = ["{TOKEN_KEY}"]
 sync_subscriptions = false
+backfill_days = 0
 
 [[destinations]]
 name = "app"

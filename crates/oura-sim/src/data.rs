@@ -377,6 +377,15 @@ fn readiness(r: &mut Rng) -> Value {
 
 fn gen_sleep(r: &mut Rng, user: &UserProfile, day: NaiveDate, index: u32) -> (i64, Value) {
     let nap = index > 0;
+    // The shape of a period (its kind, whether the ring recorded heart rate) is fixed for its id:
+    // an "update" changes values, it never turns a sleep into a rest period or drops a field.
+    let mut shape = Rng::from_key(&format!("{}/{day}/{index}/sleep-shape", user.id));
+    let kind = if nap {
+        *shape.pick(&["sleep", "sleep", "rest"])
+    } else {
+        "long_sleep"
+    };
+    let no_heart_rate = nap && shape.chance(0.3);
     let (start, tib) = if nap {
         (
             user.local(day, 13 * 3600 + r.range(0, 3 * 3600)),
@@ -450,7 +459,7 @@ fn gen_sleep(r: &mut Rng, user: &UserProfile, day: NaiveDate, index: u32) -> (i6
         .collect();
     let phase_5: String = phases.iter().map(|&c| c as char).collect();
     let n_samples = (tib / 300) as usize;
-    let (heart_rate, hrv, avg_hr, low_hr, avg_hrv) = if nap && tib < 40 * 60 {
+    let (heart_rate, hrv, avg_hr, low_hr, avg_hrv) = if no_heart_rate {
         (
             Value::Null,
             Value::Null,
@@ -493,11 +502,7 @@ fn gen_sleep(r: &mut Rng, user: &UserProfile, day: NaiveDate, index: u32) -> (i6
             json!((hsum / cnt.max(1.0)).round() as i64),
         )
     };
-    let typ = if nap {
-        *r.pick(&["sleep", "sleep", "rest"])
-    } else {
-        "long_sleep"
-    };
+    let typ = kind;
     let efficiency = ((total * 100) as f64 / tib as f64)
         .round()
         .clamp(1.0, 100.0) as i64;

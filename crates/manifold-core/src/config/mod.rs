@@ -254,6 +254,21 @@ pub struct OuraConfig {
     /// Create/renew webhook subscriptions when `manifold serve` starts.
     #[serde(default = "default_true")]
     pub sync_subscriptions: bool,
+    /// Days of history fetched and published for every data type right after a user connects
+    /// (0 disables the backfill). At most 1826 (5 years).
+    #[serde(default = "default_backfill_days")]
+    pub backfill_days: u32,
+    /// `GET /v2/{type}?to_webhook=false` answers from the stored Oura documents instead of
+    /// calling Oura again when every day of the range was fetched within this duration.
+    #[serde(default = "default_history_freshness", with = "duration")]
+    pub history_freshness: Duration,
+}
+
+fn default_backfill_days() -> u32 {
+    28
+}
+fn default_history_freshness() -> Duration {
+    Duration::from_secs(600)
 }
 
 pub fn default_oura_scopes() -> Vec<String> {
@@ -947,6 +962,13 @@ fn validate_oura(oura: &OuraConfig, server: &ServerConfig, problems: &mut Vec<Pr
             "oura.max_fetch_attempts",
             "must be at least 1",
             "use e.g. 10",
+        ));
+    }
+    if oura.backfill_days > 1826 {
+        problems.push(problem(
+            "oura.backfill_days",
+            "must be at most 1826 (5 years)",
+            "use e.g. 28, or 0 to disable the backfill after connect",
         ));
     }
     if oura.state_ttl < Duration::from_secs(10) {

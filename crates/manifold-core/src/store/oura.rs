@@ -333,13 +333,22 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Forget a user: its row, tokens and stored documents. False if unknown.
+    /// Forget a user: its row, tokens, stored documents and history/backfill bookkeeping.
+    /// False if unknown.
     pub async fn oura_delete_user(&self, user_id: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM oura_documents WHERE user_id = $1")
+        for table in [
+            "oura_documents",
+            "oura_history_fetches",
+            "backfill_progress",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE user_id = $1"
+            )))
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        }
         let n = sqlx::query("DELETE FROM oura_users WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)

@@ -125,6 +125,27 @@ CREATE TABLE IF NOT EXISTS oura_subscriptions (
 );
 "#,
     ),
+    (
+        3,
+        "history and backfill",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_history_fetches (
+    user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    day TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, data_type, day)
+);
+CREATE TABLE IF NOT EXISTS backfill_progress (
+    user_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    day TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, event_type, day)
+);
+"#,
+    ),
 ];
 
 /// The same schema for PostgreSQL.
@@ -249,6 +270,27 @@ CREATE TABLE IF NOT EXISTS oura_subscriptions (
     callback_url TEXT NOT NULL,
     expiration_time TEXT,
     updated_at BIGINT NOT NULL
+);
+"#,
+    ),
+    (
+        3,
+        "history and backfill",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_history_fetches (
+    user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    day TEXT NOT NULL,
+    fetched_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, data_type, day)
+);
+CREATE TABLE IF NOT EXISTS backfill_progress (
+    user_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    day TEXT NOT NULL,
+    records BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, event_type, day)
 );
 "#,
     ),
