@@ -12,6 +12,9 @@
 //! }
 //! ```
 
+mod fault_proxy;
+pub use fault_proxy::FaultProxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
