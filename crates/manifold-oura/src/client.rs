@@ -2,11 +2,20 @@
 //! single documents from `/v2/usercollection/...`, and webhook subscriptions. Every non-2xx
 //! answer is classified into an [`OuraError`] the connector can act on (refresh, retry after,
 //! give up).
+//!
+//! Data requests (`/v2/usercollection/...`) go through Oura's request budget when the client
+//! has one ([`OuraClient::with_budget`]; the connector always sets it): one token per request,
+//! taken at the client's [`Priority`] (a clone per priority: [`OuraClient::with_priority`]), and
+//! a 429 pauses every process sharing the store until `Retry-After` has passed. While the budget
+//! is paused, or a token would take longer than the client's `max_wait`, the request is not
+//! sent and the caller gets [`OuraError::RateLimited`] as if Oura had answered 429.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use manifold_core::config::OuraConfig;
+use manifold_core::store::Store;
+use manifold_core::store::rate_budget::{Acquired, Priority, RateBudget, RateLimits};
 use serde::{Deserialize, Serialize};
 
 use crate::types::canonical_data_type;
@@ -80,6 +89,10 @@ pub struct OuraClient {
     client_id: String,
     client_secret: String,
     redirect_uri: String,
+    limits: RateLimits,
+    budget: Option<RateBudget>,
+    priority: Priority,
+    max_wait: Option<Duration>,
 }
 
 impl std::fmt::Debug for OuraClient {
@@ -87,6 +100,7 @@ impl std::fmt::Debug for OuraClient {
         f.debug_struct("OuraClient")
             .field("api_base", &self.api_base)
             .field("client_id", &self.client_id)
+            .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +173,75 @@ impl OuraClient {
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.expose().to_string(),
             redirect_uri,
+            limits: RateLimits {
+                requests: config.rate_limit,
+                window: config.rate_window,
+                reserve: config.live_reserve,
+            },
+            budget: None,
+            priority: Priority::Live,
+            max_wait: None,
         })
+    }
+
+    /// Count data requests against the budget of this application shared through `store`
+    /// (limits from the config: `oura.rate_limit`, `rate_window`, `live_reserve`).
+    pub fn with_budget(mut self, store: Store) -> Self {
+        self.budget = Some(RateBudget::new(store, &self.client_id, self.limits));
+        self
+    }
+
+    /// The shared budget, if any (e.g. to show its state).
+    pub fn budget(&self) -> Option<&RateBudget> {
+        self.budget.as_ref()
+    }
+
+    /// A clone whose data requests take budget tokens at `priority` (the default is
+    /// [`Priority::Live`]; history, backfills and polling use [`Priority::Background`]).
+    pub fn with_priority(&self, priority: Priority) -> Self {
+        let mut c = self.clone();
+        c.priority = priority;
+        c
+    }
+
+    /// A clone that gives up (with [`OuraError::RateLimited`]) instead of waiting longer than
+    /// `max_wait` for a token or for the end of a 429 pause (synchronous requests).
+    pub fn with_max_wait(&self, max_wait: Duration) -> Self {
+        let mut c = self.clone();
+        c.max_wait = Some(max_wait);
+        c
+    }
+
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Take a budget token for one data request (no-op without a budget).
+    async fn take_token(&self) -> Result<(), OuraError> {
+        let Some(b) = &self.budget else {
+            return Ok(());
+        };
+        match b.acquire(self.priority, self.max_wait).await {
+            Ok(Acquired::Granted) => Ok(()),
+            Ok(Acquired::Paused(d) | Acquired::TooLong(d)) => Err(OuraError::RateLimited {
+                retry_after: Some(d),
+            }),
+            Err(e) => Err(OuraError::Transport(format!(
+                "the shared Oura rate budget is unavailable: {e}"
+            ))),
+        }
+    }
+
+    /// Classify a data answer; a 429 pauses the shared budget.
+    async fn finish(&self, res: reqwest::Response) -> Result<Bytes, OuraError> {
+        let out = classify(res).await;
+        if let (Err(OuraError::RateLimited { retry_after }), Some(b)) = (&out, &self.budget) {
+            let d = retry_after.unwrap_or(Duration::from_secs(60));
+            if let Err(e) = b.pause(d, "Oura answered 429").await {
+                tracing::warn!(error = %e, "cannot record Oura's 429 in the shared rate budget");
+            }
+        }
+        out
     }
 
     pub fn redirect_uri(&self) -> &str {
@@ -252,6 +334,7 @@ impl OuraClient {
     }
 
     async fn get_user(&self, access_token: &str, path: &str) -> Result<Bytes, OuraError> {
+        self.take_token().await?;
         let res = self
             .http
             .get(format!("{}{}", self.api_base, path))
@@ -259,7 +342,7 @@ impl OuraClient {
             .send()
             .await
             .map_err(transport)?;
-        classify(res).await
+        self.finish(res).await
     }
 
     /// `GET /v2/usercollection/personal_info` (bare object).
@@ -276,6 +359,7 @@ impl OuraClient {
         collection: &str,
         params: &[(&str, &str)],
     ) -> Result<(Vec<serde_json::Value>, Option<String>), OuraError> {
+        self.take_token().await?;
         let res = self
             .http
             .get(format!("{}/v2/usercollection/{collection}", self.api_base))
@@ -284,7 +368,7 @@ impl OuraClient {
             .send()
             .await
             .map_err(transport)?;
-        let b = classify(res).await?;
+        let b = self.finish(res).await?;
         #[derive(Deserialize)]
         struct Page {
             #[serde(default)]

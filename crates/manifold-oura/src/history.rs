@@ -27,19 +27,29 @@
 //! `hrv_samples_sdnn`) and each key named `samples` — the whole key, not just emptied.
 //! Nothing else is removed (an object left empty, e.g. `heart_rate_data.detailed`, stays).
 //!
-//! Rate budget: requests run one at a time per history request. Synchronous requests answer
-//! Oura's 429 with a 429 (its `Retry-After`); asynchronous requests and backfills wait
-//! `Retry-After` and go on. Backfills also pause while this process fetches live notifications
-//! ([`Connector::live_busy`]): live data keeps priority only inside one process; another node
-//! or a separate `manifold backfill` process competes for the same Oura budget.
+//! Rate budget: requests run one at a time per history request, each taking a token of the
+//! application's Oura budget shared through the store by every node and every `manifold
+//! backfill` process ([`manifold_core::store::rate_budget`]) at [`Priority::Background`]: live
+//! notification fetches keep priority across processes. Synchronous requests wait at most
+//! [`SYNC_MAX_WAIT`] for a token or for the end of a 429 pause, then answer 429 with
+//! `Retry-After`. Asynchronous requests and backfills, on Oura's 429 (here or on another node,
+//! which pauses everyone), publish `rate_limit_hit` (`start_date`/`end_date` of the request,
+//! `retrying_at`; asynchronous requests with their `terra-reference`), wait until `retrying_at`
+//! and go on.
+//!
+//! Asynchronous requests and the backfill after connect are recorded in `history_requests`
+//! (status `processing`, `rate_limited`, `completed`, `failed` with the HTTP status and reason
+//! a synchronous request would have got), shown by `GET /v2/requests/{reference}`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use manifold_core::store::history_requests::NewHistoryRequest;
+use manifold_core::store::rate_budget::Priority;
 use manifold_core::store::{HistoryDocRow, OuraUserRow, now_ms};
-use manifold_model::{Event, TerraUser};
+use manifold_model::{Event, TerraUser, Timestamp};
 use serde_json::Value;
 
 use crate::DayDocuments;
@@ -56,6 +66,8 @@ pub const MAX_RANGE_DAYS: i64 = 1826;
 pub const CHUNK_RECORDS: usize = 10;
 /// Days fetched per Oura request window during a backfill.
 const BACKFILL_WINDOW_DAYS: i64 = 7;
+/// Longest wait of a synchronous request for a budget token or the end of a 429 pause.
+pub const SYNC_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// A Terra data type served by the history routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -246,6 +258,20 @@ pub enum HistoryError {
     Mapping(String),
 }
 
+impl HistoryError {
+    /// The HTTP status this failure gets (synchronous answers and failed request rows).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            HistoryError::NotConnected(_) => 404,
+            HistoryError::Forbidden { .. } => 403,
+            HistoryError::RateLimited { .. } => 429,
+            HistoryError::Oura(_) => 502,
+            HistoryError::Store(_) => 503,
+            HistoryError::Mapping(_) => 500,
+        }
+    }
+}
+
 fn store_err(e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Store(e.to_string())
 }
@@ -257,6 +283,31 @@ pub enum OnRateLimit {
     Fail,
     /// Wait `Retry-After` and go on (asynchronous requests, backfills).
     Wait,
+}
+
+/// Where a fetch that waits on Oura's 429 says so: a `rate_limit_hit` event over `range`
+/// (with `terra_reference`, for asynchronous requests) and the `history_requests` row.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitNotice<'a> {
+    pub range: DayRange,
+    pub terra_reference: Option<&'a str>,
+    pub request: Option<&'a str>,
+}
+
+/// How a fetch behaves on Oura's rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchMode<'a> {
+    pub on_429: OnRateLimit,
+    /// With [`OnRateLimit::Wait`]: tell destinations and the request row before waiting.
+    pub notice: Option<RateLimitNotice<'a>>,
+}
+
+impl FetchMode<'_> {
+    /// Synchronous requests: give up with [`HistoryError::RateLimited`].
+    pub const SYNC: FetchMode<'static> = FetchMode {
+        on_429: OnRateLimit::Fail,
+        notice: None,
+    };
 }
 
 /// Observer of a fetch (progress bars).
@@ -275,16 +326,60 @@ pub async fn fetch_range(
     user: &OuraUserRow,
     kind: Kind,
     range: DayRange,
-    on_429: OnRateLimit,
-    yield_to_live: bool,
+    mode: FetchMode<'_>,
     obs: &dyn FetchObserver,
 ) -> Result<usize, HistoryError> {
     let mut total = 0;
     for collection in kind.sources() {
-        total +=
-            fetch_collection(conn, user, collection, range, on_429, yield_to_live, obs).await?;
+        total += fetch_collection(conn, user, collection, range, mode, obs).await?;
     }
     Ok(total)
+}
+
+fn day_start(d: NaiveDate) -> Option<Timestamp> {
+    Timestamp::midnight(d, FixedOffset::east_opt(0)?)
+}
+
+/// Publish `rate_limit_hit` and mark the request row `rate_limited` (failures are logged: the
+/// request goes on).
+async fn notice_rate_limit(
+    conn: &Connector,
+    user: &OuraUserRow,
+    n: &RateLimitNotice<'_>,
+    wait: Duration,
+) {
+    let retrying_ms = now_ms() + wait.as_millis() as i64;
+    let event = (|| {
+        let retrying_at = DateTime::<Utc>::from_timestamp_millis(retrying_ms)?.fixed_offset();
+        Some(Event::rate_limit_hit(
+            terra_user(user),
+            day_start(n.range.start)?,
+            day_start(n.range.end)?.plus_seconds(86_399)?,
+            Timestamp::from(retrying_at),
+        ))
+    })();
+    if let Some(e) = event {
+        let published = match e.to_value() {
+            Ok(v) => conn
+                .engine()
+                .publish_value(&v, n.terra_reference.map(str::to_string))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = published {
+            tracing::error!(error = %e, "cannot publish rate_limit_hit");
+        }
+    }
+    if let Some(r) = n.request
+        && let Err(e) = conn
+            .store()
+            .history_request_rate_limited(r, retrying_ms)
+            .await
+    {
+        tracing::warn!(error = %e, reference = r, "cannot record the rate limit on the request");
+    }
 }
 
 async fn fetch_collection(
@@ -292,10 +387,17 @@ async fn fetch_collection(
     user: &OuraUserRow,
     collection: &str,
     range: DayRange,
-    on_429: OnRateLimit,
-    yield_to_live: bool,
+    mode: FetchMode<'_>,
     obs: &dyn FetchObserver,
 ) -> Result<usize, HistoryError> {
+    let on_429 = mode.on_429;
+    let client = match on_429 {
+        OnRateLimit::Fail => conn
+            .client()
+            .with_priority(Priority::Background)
+            .with_max_wait(SYNC_MAX_WAIT),
+        OnRateLimit::Wait => conn.client().with_priority(Priority::Background),
+    };
     let start = range.start.to_string();
     // A bare end_date excludes that day at Oura: ask up to the next day.
     let end = (range.end + chrono::Duration::days(1)).to_string();
@@ -308,15 +410,8 @@ async fn fetch_collection(
     let mut next: Option<String> = None;
     let mut docs: Vec<(String, String, Option<String>, String)> = Vec::new();
     loop {
-        if yield_to_live {
-            let mut waited = 0;
-            while conn.live_busy() && waited < 600 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                waited += 1;
-            }
-        }
         let page = if collection == "personal_info" {
-            conn.client()
+            client
                 .personal_info(&token)
                 .await
                 .and_then(|b| {
@@ -329,7 +424,7 @@ async fn fetch_collection(
             if let Some(n) = &next {
                 params.push(("next_token", n));
             }
-            conn.client().list_page(&token, collection, &params).await
+            client.list_page(&token, collection, &params).await
         };
         match page {
             Ok((items, next_token)) => {
@@ -378,13 +473,21 @@ async fn fetch_collection(
                     let d = retry_after
                         .unwrap_or(Duration::from_secs(60))
                         .clamp(Duration::from_millis(200), Duration::from_secs(3600));
+                    if let Some(n) = &mode.notice {
+                        notice_rate_limit(conn, user, n, d).await;
+                    }
                     obs.waiting(d, "Oura rate limit (429)");
                     tracing::info!(
                         wait_ms = d.as_millis() as u64,
                         collection,
-                        "history: Oura 429, waiting Retry-After"
+                        "history: Oura rate limit, waiting Retry-After"
                     );
                     tokio::time::sleep(d).await;
+                    if let Some(r) = mode.notice.and_then(|n| n.request)
+                        && let Err(e) = conn.store().history_request_resumed(r).await
+                    {
+                        tracing::warn!(error = %e, reference = r, "cannot record the request's resumption");
+                    }
                 }
             },
             Err(e) if e.is_transient() && on_429 == OnRateLimit::Wait && transient < 5 => {
@@ -698,16 +801,7 @@ pub async fn history_sync(
 ) -> Result<Value, HistoryError> {
     let freshness = conn.config().history_freshness;
     if !is_fresh(conn, &user.user_id, kind, range, freshness).await? {
-        fetch_range(
-            conn,
-            user,
-            kind,
-            range,
-            OnRateLimit::Fail,
-            false,
-            &NoObserver,
-        )
-        .await?;
+        fetch_range(conn, user, kind, range, FetchMode::SYNC, &NoObserver).await?;
     }
     let records = map_range(conn, user, kind, range).await?;
     let tuser = terra_user(user);
@@ -726,8 +820,10 @@ pub async fn history_sync(
     }))
 }
 
-/// `to_webhook=true`: commit `large_request_processing` first when the range is over
-/// [`MAX_SYNC_DAYS`], spawn the fetch and publish, and return the HTTP answer.
+/// `to_webhook=true`: record the request (`history_requests`, status `processing`), commit
+/// `large_request_processing` first when the range is over [`MAX_SYNC_DAYS`], spawn the fetch
+/// and publish, and return the HTTP answer. The outcome (completed, or failed with its reason)
+/// lands in the request row.
 pub async fn history_async(
     conn: Arc<Connector>,
     user: OuraUserRow,
@@ -738,6 +834,18 @@ pub async fn history_async(
     let reference = uuid::Uuid::new_v4().to_string();
     let tuser = terra_user(&user);
     let large = range.days() > MAX_SYNC_DAYS;
+    conn.store()
+        .history_request_create(&NewHistoryRequest {
+            reference: &reference,
+            origin: "request",
+            user_id: &user.user_id,
+            data_type: kind.name(),
+            start_date: &range.start.to_string(),
+            end_date: &range.end.to_string(),
+            node: conn.engine().node(),
+        })
+        .await
+        .map_err(store_err)?;
     let answer = if large {
         let v = to_value(&Event::large_request_processing(
             tuser.clone(),
@@ -759,11 +867,47 @@ pub async fn history_async(
     };
     let r = reference.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_async(&conn, &user, kind, range, with_samples, &r, large).await {
-            tracing::warn!(error = %e, reference = %r, kind = kind.name(), "asynchronous history request failed");
-        }
+        let result = run_async(&conn, &user, kind, range, with_samples, &r, large).await;
+        finish_request(
+            &conn,
+            &r,
+            kind.name(),
+            "asynchronous history request",
+            &result,
+        )
+        .await;
     });
     Ok((reference, answer))
+}
+
+/// Record how a request ended (and log it; a failure is a warning).
+async fn finish_request<T>(
+    conn: &Connector,
+    reference: &str,
+    what: &str,
+    label: &str,
+    result: &Result<T, HistoryError>,
+) {
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|e| (e.http_status(), e.to_string()));
+    let status = if failure.is_some() {
+        "failed"
+    } else {
+        "completed"
+    };
+    metrics::counter!("manifold_history_requests_total", "status" => status).increment(1);
+    if let Some((code, e)) = &failure {
+        tracing::warn!(reference, kind = what, status = code, error = %e, "{label} failed");
+    }
+    if let Err(e) = conn
+        .store()
+        .history_request_finish(reference, failure.as_ref().map(|(c, e)| (*c, e.as_str())))
+        .await
+    {
+        tracing::error!(reference, error = %e, "cannot record the outcome of a history request");
+    }
 }
 
 async fn run_async(
@@ -777,21 +921,26 @@ async fn run_async(
 ) -> Result<(), HistoryError> {
     let freshness = conn.config().history_freshness;
     if !is_fresh(conn, &user.user_id, kind, range, freshness).await? {
-        fetch_range(
-            conn,
-            user,
-            kind,
-            range,
-            OnRateLimit::Wait,
-            false,
-            &NoObserver,
-        )
-        .await?;
+        let mode = FetchMode {
+            on_429: OnRateLimit::Wait,
+            notice: Some(RateLimitNotice {
+                range,
+                terra_reference: Some(reference),
+                request: Some(reference),
+            }),
+        };
+        fetch_range(conn, user, kind, range, mode, &NoObserver).await?;
     }
     let records = map_range(conn, user, kind, range).await?;
     let tuser = terra_user(user);
     let events = chunk_events(kind, &tuser, &records, with_samples, CHUNK_RECORDS);
     let engine = conn.engine();
+    let store = conn.store();
+    let n_records = items_of(kind, &records, false).len() as i64;
+    store
+        .history_request_progress(reference, n_records, Some(events.len() as i64), 0)
+        .await
+        .map_err(store_err)?;
     if large {
         let v = to_value(&Event::large_request_sending(
             tuser.clone(),
@@ -803,10 +952,14 @@ async fn run_async(
             .await
             .map_err(store_err)?;
     }
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         // Forced: an explicit request is delivered even when identical data was sent before.
         engine
             .publish_value_with(e, Some(reference.to_string()), true)
+            .await
+            .map_err(store_err)?;
+        store
+            .history_request_progress(reference, n_records, None, i as i64 + 1)
             .await
             .map_err(store_err)?;
     }
@@ -842,18 +995,29 @@ pub struct BackfillStats {
 
 /// Fetch and publish `kinds` over `range` like live data (one record per event, natural keys
 /// as live; no `terra-reference`). With `resume`, days finished by an earlier run (persisted
-/// per user, type and day) are skipped; every finished day is recorded either way.
+/// per user, type and day) are skipped; every finished day is recorded either way. On Oura's
+/// 429 it publishes `rate_limit_hit` for `range` and waits; `request` names its
+/// `history_requests` row, if it has one (progress and rate-limit pauses are recorded there).
 pub async fn backfill(
     conn: &Connector,
     user: &OuraUserRow,
     kinds: &[Kind],
     range: DayRange,
     resume: bool,
+    request: Option<&str>,
     obs: &dyn BackfillObserver,
 ) -> Result<BackfillStats, HistoryError> {
     let mut stats = BackfillStats::default();
     let store = conn.store();
     let engine = conn.engine();
+    let mode = FetchMode {
+        on_429: OnRateLimit::Wait,
+        notice: Some(RateLimitNotice {
+            range,
+            terra_reference: None,
+            request,
+        }),
+    };
     for &kind in kinds {
         let done: HashSet<String> = if resume {
             store
@@ -889,8 +1053,7 @@ pub async fn backfill(
             if todo.is_empty() {
                 continue;
             }
-            stats.documents_fetched +=
-                fetch_range(conn, user, kind, w, OnRateLimit::Wait, true, obs).await?;
+            stats.documents_fetched += fetch_range(conn, user, kind, w, mode, obs).await?;
             let records = map_range(conn, user, kind, w).await?;
             for day in todo {
                 let mut n = 0;
@@ -917,13 +1080,25 @@ pub async fn backfill(
                 stats.days_done += 1;
                 obs.day_done(kind, day, n, new);
             }
+            if let Some(r) = request {
+                store
+                    .history_request_progress(
+                        r,
+                        stats.records as i64,
+                        None,
+                        stats.new_versions as i64,
+                    )
+                    .await
+                    .map_err(store_err)?;
+            }
         }
     }
     Ok(stats)
 }
 
 /// After a user connected: backfill the last `oura.backfill_days` days of every type in a
-/// background task (no-op when 0).
+/// background task (no-op when 0). Each type is one `history_requests` row (origin
+/// `connect_backfill`), so a type that fails (e.g. a scope the user did not grant) is visible.
 pub fn spawn_connect_backfill(conn: Arc<Connector>, user_id: String) {
     let days = i64::from(conn.config().backfill_days);
     if days == 0 {
@@ -941,18 +1116,45 @@ pub fn spawn_connect_backfill(conn: Arc<Connector>, user_id: String) {
         };
         // Type by type: a scope the user did not grant only loses that type.
         for kind in Kind::ALL {
-            match backfill(&conn, &user, &[kind], range, false, &NoObserver).await {
-                Ok(s) => tracing::info!(
+            let reference = uuid::Uuid::new_v4().to_string();
+            let recorded = conn
+                .store()
+                .history_request_create(&NewHistoryRequest {
+                    reference: &reference,
+                    origin: "connect_backfill",
+                    user_id: &user.user_id,
+                    data_type: kind.name(),
+                    start_date: &range.start.to_string(),
+                    end_date: &range.end.to_string(),
+                    node: conn.engine().node(),
+                })
+                .await;
+            if let Err(e) = &recorded {
+                tracing::warn!(user_id, error = %e, "cannot record the backfill after connect");
+            }
+            let request = recorded.is_ok().then_some(reference.as_str());
+            let result = backfill(&conn, &user, &[kind], range, false, request, &NoObserver).await;
+            if let Ok(s) = &result {
+                tracing::info!(
                     user_id,
                     days,
                     kind = kind.name(),
                     records = s.records,
                     new_versions = s.new_versions,
                     "backfill after connect finished"
-                ),
-                Err(e) => {
-                    tracing::warn!(user_id, kind = kind.name(), error = %e, "backfill after connect failed")
-                }
+                );
+            }
+            if request.is_some() {
+                finish_request(
+                    &conn,
+                    &reference,
+                    kind.name(),
+                    "backfill after connect",
+                    &result,
+                )
+                .await;
+            } else if let Err(e) = &result {
+                tracing::warn!(user_id, kind = kind.name(), error = %e, "backfill after connect failed");
             }
         }
     });

@@ -14,14 +14,23 @@
 //! * Errors (problem+json): 401 API key, 404 unknown user, 400 dates / range over 5 years /
 //!   synchronous range over 28 days, 403 missing Oura scope, 429 Oura rate limit (with
 //!   `Retry-After`), 502 other Oura failures, 503 store.
+//! * `GET /v2/requests/{reference}` → what became of an asynchronous request (or a backfill
+//!   after connect): `status` (`processing`, `rate_limited`, `completed`, `failed`), `error`
+//!   (`{status, title, detail}`, the problem a synchronous request would have got), counts
+//!   (`records`, `expected_payloads`, `payloads_sent`, `rate_limit_hits`), `retrying_at`, and
+//!   the delivery rows of its payloads per destination and status. `GET /v2/requests` lists
+//!   them, newest first (`user_id`, `status`, `limit`).
 
 use std::collections::HashMap;
 
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use manifold_core::store::history_requests::HistoryRequestRow;
 use manifold_oura::history::{self, HistoryError, Kind, MAX_SYNC_DAYS};
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::require_key;
@@ -55,7 +64,8 @@ fn problem(e: HistoryError) -> Problem {
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many requests",
                     format!(
-                        "Oura's rate limit was reached for this user: retry after {secs}s, or use to_webhook=true (it waits and retries by itself)"
+                        "Oura's rate limit was reached (or the shared Oura budget has no token for history requests within {}s): retry after {secs}s, or use to_webhook=true (it waits and retries by itself)",
+                        history::SYNC_MAX_WAIT.as_secs()
                     ),
                 )
             }
@@ -162,3 +172,149 @@ route!(body, Kind::Body);
 route!(daily, Kind::Daily);
 route!(menstruation, Kind::Menstruation);
 route!(sleep, Kind::Sleep);
+
+// ------------------------------------------------------------ request status
+
+fn iso(ms: i64) -> Value {
+    chrono::DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn status_title(code: i64) -> &'static str {
+    u16::try_from(code)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("Error")
+}
+
+fn store_problem(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "requests: store unavailable");
+    Problem::unavailable("the store is unavailable; retry the request")
+}
+
+async fn request_json(
+    state: &AppState,
+    r: &HistoryRequestRow,
+    deliveries: bool,
+) -> Result<Value, Problem> {
+    let store = state.engine.store();
+    let user = match store.oura_user(&r.user_id).await.map_err(store_problem)? {
+        Some(u) => {
+            serde_json::to_value(manifold_oura::connector::terra_user(&u)).unwrap_or(Value::Null)
+        }
+        None => json!({ "user_id": r.user_id }),
+    };
+    let error = match (&r.error_status, &r.error) {
+        (Some(code), Some(detail)) => {
+            json!({"status": code, "title": status_title(*code), "detail": detail})
+        }
+        _ => Value::Null,
+    };
+    let mut v = json!({
+        "reference": r.reference,
+        "status": r.status,
+        "origin": r.origin,
+        "type": r.data_type,
+        "user": user,
+        "start_date": r.start_date,
+        "end_date": r.end_date,
+        "records": r.records,
+        "expected_payloads": r.expected_payloads,
+        "payloads_sent": r.payloads_sent,
+        "rate_limit_hits": r.rate_limit_hits,
+        "retrying_at": r.retrying_at.map(iso).unwrap_or(Value::Null),
+        "error": error,
+        "node": r.node,
+        "created_at": iso(r.created_at),
+        "updated_at": iso(r.updated_at),
+        "finished_at": r.finished_at.map(iso).unwrap_or(Value::Null),
+    });
+    if deliveries {
+        let mut by_dest = serde_json::Map::new();
+        for (dest, status, n) in store
+            .deliveries_by_reference(&r.reference)
+            .await
+            .map_err(store_problem)?
+        {
+            let e = by_dest
+                .entry(dest)
+                .or_insert_with(|| json!({"pending": 0, "delivered": 0, "dead": 0}));
+            e[status] = json!(n);
+        }
+        v["deliveries"] = Value::Object(by_dest);
+    }
+    Ok(v)
+}
+
+/// `GET /v2/requests/{reference}`.
+pub async fn request_status(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    async {
+        require_key(&state, &headers)?;
+        let row = state
+            .engine
+            .store()
+            .history_request(&reference)
+            .await
+            .map_err(store_problem)?
+            .ok_or_else(|| {
+                Problem::not_found(format!(
+                    "no request has the reference `{}`: use the `reference` of a to_webhook=true answer (also its `terra-reference` header)",
+                    reference.chars().take(60).collect::<String>()
+                ))
+            })?;
+        Ok::<_, Problem>(axum::Json(request_json(&state, &row, true).await?).into_response())
+    }
+    .await
+    .unwrap_or_else(|p| p.into_response())
+}
+
+const REQUEST_STATUSES: &[&str] = &["processing", "rate_limited", "completed", "failed"];
+
+/// `GET /v2/requests?user_id=&status=&limit=`.
+pub async fn list_requests(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    async {
+        require_key(&state, &headers)?;
+        let status = q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty());
+        if let Some(s) = status
+            && !REQUEST_STATUSES.contains(&s)
+        {
+            return Err(Problem::bad_request(format!(
+                "status `{s}` is unknown: use one of {}",
+                REQUEST_STATUSES.join(", ")
+            )));
+        }
+        let limit = match q.get("limit") {
+            None => 100,
+            Some(l) => l
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=1000).contains(l))
+                .ok_or_else(|| Problem::bad_request("`limit` must be a number from 1 to 1000"))?,
+        };
+        let user = q.get("user_id").map(|s| s.trim()).filter(|s| !s.is_empty());
+        let rows = state
+            .engine
+            .store()
+            .history_requests(user, status, limit)
+            .await
+            .map_err(store_problem)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(request_json(&state, r, false).await?);
+        }
+        Ok::<_, Problem>(axum::Json(json!({ "requests": out })).into_response())
+    }
+    .await
+    .unwrap_or_else(|p| p.into_response())
+}

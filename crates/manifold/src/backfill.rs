@@ -8,9 +8,11 @@
 //!   (Ctrl-C, kill) skips those days. `--restart` ignores the record and redoes every day.
 //! * Idempotent: records carry the same natural keys as live data, so a day whose documents
 //!   did not change commits no new payload version (and nothing is delivered again).
-//! * Oura's 429 is honoured (waits `Retry-After`). Live notifications keep priority over a
-//!   backfill only inside one process (`manifold serve`'s backfill after connect); this command
-//!   is a separate process and shares Oura's per-user budget with the serving nodes.
+//! * Oura's request budget (`oura.rate_limit` per `oura.rate_window`) is shared through the
+//!   store with every `manifold serve` node: this command takes tokens at background priority,
+//!   so live notification fetches keep priority and together they never exceed the budget.
+//! * On Oura's 429 (here or on a node: the pause is shared) it publishes `rate_limit_hit` for
+//!   the whole range, waits until `retrying_at` and goes on.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -234,7 +236,8 @@ pub async fn run(config: Config, args: BackfillArgs) -> ExitCode {
         }),
         tty: std::io::stderr().is_terminal(),
     };
-    let result = history::backfill(&conn, &user, &kinds, range, !args.restart, &progress).await;
+    let result =
+        history::backfill(&conn, &user, &kinds, range, !args.restart, None, &progress).await;
     {
         let mut s = progress.s.lock().unwrap_or_else(|e| e.into_inner());
         progress.draw(&mut s, true);

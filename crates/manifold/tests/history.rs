@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 const API_KEY: &str = "test-api-key";
 const SECRET: &str = "sim-client-secret";
 const TOKEN_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+const VERIFY: &str = "history-verify";
 
 // ------------------------------------------------------------------ receiver
 
@@ -88,15 +89,18 @@ fn config_text(db: &Path, public: &str, sim: &str, receiver: &str, backfill_days
         sim,
         receiver,
         backfill_days,
+        "",
     )
 }
 
+/// `oura_extra`: more `[oura]` lines (e.g. the rate budget).
 fn config_text_url(
     store_url: &str,
     public: &str,
     sim: &str,
     receiver: &str,
     backfill_days: u32,
+    oura_extra: &str,
 ) -> String {
     format!(
         r#"
@@ -118,6 +122,8 @@ auth_base = "{sim}"
 token_keys = ["{TOKEN_KEY}"]
 sync_subscriptions = false
 backfill_days = {backfill_days}
+verification_token = "{VERIFY}"
+{oura_extra}
 
 [[destinations]]
 name = "app"
@@ -147,8 +153,17 @@ async fn world(days: u32, backfill_days: u32) -> World {
     world_on(None, days, backfill_days).await
 }
 
-/// `store_url` None = a SQLite file in the temp dir.
 async fn world_on(store_url: Option<&str>, days: u32, backfill_days: u32) -> World {
+    world_with(store_url, days, backfill_days, "").await
+}
+
+/// `store_url` None = a SQLite file in the temp dir; `oura_extra`: more `[oura]` lines.
+async fn world_with(
+    store_url: Option<&str>,
+    days: u32,
+    backfill_days: u32,
+    oura_extra: &str,
+) -> World {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -174,7 +189,14 @@ async fn world_on(store_url: Option<&str>, days: u32, backfill_days: u32) -> Wor
     let url = store_url
         .map(str::to_string)
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("manifold.db").display()));
-    let text = config_text_url(&url, &base, &sim.base_url, &receiver_url, backfill_days);
+    let text = config_text_url(
+        &url,
+        &base,
+        &sim.base_url,
+        &receiver_url,
+        backfill_days,
+        oura_extra,
+    );
     let config = Config::from_str(&text, "history-test.toml", &registry, &|_| None)
         .unwrap_or_else(|e| panic!("config: {e}"));
     let engine = Engine::from_config(&config).await.unwrap();
@@ -1032,7 +1054,7 @@ async fn history_and_backfill_on_postgres() {
     };
     let kinds = [Kind::Sleep, Kind::Daily, Kind::Activity];
     // (the backfill after connect may still run: it publishes the same records)
-    let first = history::backfill(&w.connector, &row, &kinds, range, false, &NoObs)
+    let first = history::backfill(&w.connector, &row, &kinds, range, false, None, &NoObs)
         .await
         .unwrap();
     assert_eq!(first.days_done, 45);
@@ -1048,12 +1070,12 @@ async fn history_and_backfill_on_postgres() {
         .await
         .unwrap();
     assert_eq!(done.len(), 15);
-    let again = history::backfill(&w.connector, &row, &kinds, range, false, &NoObs)
+    let again = history::backfill(&w.connector, &row, &kinds, range, false, None, &NoObs)
         .await
         .unwrap();
     assert_eq!(again.records, first.records);
     assert_eq!(again.new_versions, 0);
-    let resumed = history::backfill(&w.connector, &row, &kinds, range, true, &NoObs)
+    let resumed = history::backfill(&w.connector, &row, &kinds, range, true, None, &NoObs)
         .await
         .unwrap();
     assert_eq!((resumed.days_done, resumed.days_skipped), (0, 45));
@@ -1063,3 +1085,501 @@ async fn history_and_backfill_on_postgres() {
 struct NoObs;
 impl manifold_oura::history::FetchObserver for NoObs {}
 impl manifold_oura::history::BackfillObserver for NoObs {}
+
+// ------------------------------------------------------------ rate budget, 429, failures
+
+/// (arrival, path, status) of every request through the [`start_proxy`] proxy.
+type ProxyLog = Arc<Mutex<Vec<(Instant, String, u16)>>>;
+
+/// A recording HTTP proxy in front of the simulator: what Oura would see, when.
+async fn start_proxy(target: &str) -> (String, ProxyLog) {
+    use axum::extract::Request;
+    use axum::response::IntoResponse;
+    let log: ProxyLog = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (target, l) = (target.to_string(), log.clone());
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (target, log, client) = (target.clone(), l.clone(), client.clone());
+        async move {
+            let at = Instant::now();
+            let path = req.uri().path().to_string();
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let method = req.method().clone();
+            let headers = req.headers().clone();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            let mut out = client.request(method, format!("{target}{pq}")).body(body);
+            for (k, v) in headers.iter() {
+                if k != "host" && k != "content-length" {
+                    out = out.header(k, v);
+                }
+            }
+            let res = out.send().await.unwrap();
+            let status = res.status();
+            log.lock().unwrap().push((at, path, status.as_u16()));
+            let mut h = HeaderMap::new();
+            for (k, v) in res.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    h.insert(k, v.clone());
+                }
+            }
+            let body = res.bytes().await.unwrap();
+            (status, h, body).into_response()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), log)
+}
+
+/// Most requests in any interval of `span` (arrival times sorted).
+fn max_in_span(times: &[Instant], span: Duration) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= span {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// Two `manifold backfill` processes for two users on one store, in front of a recording proxy,
+/// with a budget of 40 requests per 4 s: together they stay within it. (Each with a budget of
+/// its own would send up to twice as much.)
+async fn two_backfill_processes_share_the_budget(store_url: Option<String>) {
+    let mut w = world_on(store_url.as_deref(), 45, 0).await;
+    let a = connect(&w, 0, "budget-a").await;
+    let b = connect(&w, 1, "budget-b").await;
+    w.stop_node().await;
+    let (proxy, log) = start_proxy(&w.sim.base_url).await;
+    let url = store_url
+        .unwrap_or_else(|| format!("sqlite://{}", w.dir.path().join("manifold.db").display()));
+    let cfg = w.dir.path().join("budget.toml");
+    std::fs::write(
+        &cfg,
+        config_text_url(
+            &url,
+            &w.base,
+            &proxy,
+            &w.receiver_url,
+            0,
+            "rate_limit = 40\nrate_window = \"4s\"",
+        ),
+    )
+    .unwrap();
+    let (from, to) = (days_ago(42), days_ago(1));
+    let run = |user: &str| {
+        tokio::process::Command::new(bin())
+            .args([
+                "backfill",
+                "--config",
+                &cfg.display().to_string(),
+                "--user",
+                user,
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--types",
+                "sleep,daily",
+            ])
+            .output()
+    };
+    let (ra, rb) = tokio::join!(run("budget-a"), run("budget-b"));
+    for r in [ra.unwrap(), rb.unwrap()] {
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let store = Store::open(&url, 2).await.unwrap();
+    for u in [&a, &b] {
+        assert_eq!(done_days(&store, u, from, to).await, 2 * 42, "{u}");
+    }
+    store.close().await;
+    let log = log.lock().unwrap().clone();
+    let mut times: Vec<Instant> = log
+        .iter()
+        .filter(|(_, p, _)| p.starts_with("/v2/usercollection/"))
+        .map(|(t, _, _)| *t)
+        .collect();
+    times.sort();
+    assert!(log.iter().all(|(_, _, s)| *s != 429), "Oura answered 429");
+    // The budget was what limited them: they needed several windows.
+    assert!(times.len() > 2 * 40, "only {} requests", times.len());
+    // At most 40 grants in any 4 s; counted over 3 s at the proxy, which leaves 1 s for the
+    // time between a grant and the request's arrival.
+    let in_3s = max_in_span(&times, Duration::from_secs(3));
+    let in_4s = max_in_span(&times, Duration::from_secs(4));
+    eprintln!(
+        "two processes: {} data requests in {:.1}s; at most {in_3s} in any 3s, {in_4s} in any 4s",
+        times.len(),
+        (*times.last().unwrap() - times[0]).as_secs_f64()
+    );
+    assert!(
+        in_3s <= 40,
+        "{in_3s} requests within 3s: the budget is 40 per 4s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backfill_processes_share_the_budget_on_sqlite() {
+    two_backfill_processes_share_the_budget(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backfill_processes_share_the_budget_on_postgres() {
+    let db = manifold_core::testdb::TempDatabase::create().await;
+    two_backfill_processes_share_the_budget(Some(db.url.clone())).await;
+}
+
+/// A backfill held back by the live reserve (the bucket refills one token per 400 s) does not
+/// stop a live notification: its document is fetched and delivered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_fetches_proceed_while_a_backfill_waits_on_the_reserve() {
+    use manifold_core::store::rate_budget::{Grant, Priority};
+    use manifold_oura::history::{self, DayRange, Kind};
+    let mut w = world_with(
+        None,
+        20,
+        0,
+        "rate_limit = 100\nrate_window = \"10h\"\nlive_reserve = 0.2",
+    )
+    .await;
+    let user = connect(&w, 0, "reserve-user").await;
+    w.connector
+        .sync_subscriptions(Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    // Background work uses the bucket down to the reserve (2 of 10 tokens).
+    let budget = w.connector.client().budget().unwrap().clone();
+    while let Grant::Granted { .. } = budget.try_acquire(Priority::Background).await.unwrap() {}
+    let left = budget.state().await.unwrap().tokens;
+    assert!((2.0..3.0).contains(&left), "{left}");
+    // A backfill now waits for background tokens.
+    let row = w.connector.store().oura_user(&user).await.unwrap().unwrap();
+    let range = DayRange {
+        start: days_ago(13),
+        end: today(),
+    };
+    let conn = w.connector.clone();
+    let task = tokio::spawn(async move {
+        history::backfill(&conn, &row, &[Kind::Sleep], range, false, None, &NoObs).await
+    });
+    // A live notification arrives: it is fetched from the reserve and delivered.
+    let object = w
+        .sim
+        .sim
+        .sync(oura_sim::SyncRequest {
+            user: json!(0),
+            data_type: "sleep".into(),
+            day: None,
+            operation: Some("create".into()),
+            object_id: None,
+        })
+        .await
+        .unwrap()
+        .event
+        .object_id;
+    w.received
+        .wait_until("the live sleep", |r| {
+            r.all().iter().any(|(h, v)| {
+                h.is_none()
+                    && v["type"] == "sleep"
+                    && (v["data"][0]["metadata"]["summary_id"] == object.as_str()
+                        || v["deleted"][0]["summary_id"] == object.as_str())
+            })
+        })
+        .await;
+    // ... while the backfill has not fetched a single day.
+    assert!(!task.is_finished(), "the backfill got past the reserve");
+    let done = w
+        .connector
+        .store()
+        .backfill_done_days(
+            &user,
+            "sleep",
+            &range.start.to_string(),
+            &range.end.to_string(),
+        )
+        .await
+        .unwrap();
+    assert!(done.is_empty(), "{done:?}");
+    assert!(
+        budget.state().await.unwrap().tokens < left - 0.5,
+        "the live fetch took a token"
+    );
+    task.abort();
+    w.stop_node().await;
+}
+
+async fn request_status(w: &World, reference: &str) -> Value {
+    let res = get(w, &format!("/v2/requests/{reference}"), &[]).await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn wait_status(w: &World, reference: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = request_status(w, reference).await;
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request {reference} never became {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Oura's 429 during an asynchronous request: `rate_limit_hit` (Terra's shape, the request's
+/// `terra-reference`) comes first, then the data with the same reference; the request row
+/// shows the hit and ends `completed`. A backfill that hits it says so too (no reference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_hit_then_the_data_with_the_same_reference() {
+    use manifold_oura::history::{self, DayRange, Kind};
+    let mut w = world(12, 0).await;
+    let user = connect(&w, 0, "rl-user").await;
+    let (from, to) = (days_ago(6), days_ago(1));
+    let expected = real_sleep_ids(&sim_list(&w, 0, "sleep", from, to).await);
+    assert!(!expected.is_empty());
+    w.sim
+        .sim
+        .update_faults(FaultUpdate {
+            rate_limit_next: Some(1),
+            retry_after_secs: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let asked = Utc::now();
+    let res = get(
+        &w,
+        "/v2/sleep",
+        &[
+            ("user_id", user.clone()),
+            ("start_date", from.to_string()),
+            ("end_date", to.to_string()),
+            ("to_webhook", "true".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let reference = body["reference"].as_str().unwrap().to_string();
+    let ids = |r: &Received| -> BTreeSet<String> {
+        r.with_reference(&reference)
+            .iter()
+            .filter(|v| v["type"] == "sleep")
+            .flat_map(|v| v["data"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["metadata"]["summary_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    w.received
+        .wait_until("the sleep data after the 429", |r| ids(r) == expected)
+        .await;
+    let got = w.received.with_reference(&reference);
+    assert_eq!(got[0]["type"], "rate_limit_hit", "first: {}", got[0]);
+    let hit = &got[0];
+    let keys: BTreeSet<&str> = hit
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "type",
+            "user",
+            "start_date",
+            "end_date",
+            "retrying_at",
+            "message"
+        ])
+    );
+    assert_eq!(
+        hit["message"],
+        "Rate limit reached whilst processing async query"
+    );
+    assert_eq!(hit["user"]["user_id"], user.as_str());
+    assert_eq!(hit["user"]["provider"], "OURA");
+    let ts = |k: &str| chrono::DateTime::parse_from_rfc3339(hit[k].as_str().unwrap()).unwrap();
+    assert_eq!(ts("start_date").date_naive(), from);
+    assert_eq!(ts("end_date").date_naive(), to);
+    assert!(
+        ts("retrying_at") > asked,
+        "retrying_at is after the request"
+    );
+    assert_eq!(
+        got.iter().filter(|v| v["type"] == "rate_limit_hit").count(),
+        1
+    );
+    assert!(got[1..].iter().all(|v| v["type"] == "sleep"));
+    let st = wait_status(&w, &reference, "completed").await;
+    assert_eq!(st["rate_limit_hits"], 1);
+    assert_eq!(st["records"].as_u64().unwrap() as usize, expected.len());
+    let sent = got.len() as u64 - 1;
+    assert_eq!(st["payloads_sent"].as_u64(), Some(sent));
+    assert_eq!(st["expected_payloads"].as_u64(), Some(sent));
+    assert!(st["error"].is_null());
+    assert_eq!(st["user"]["user_id"], user.as_str());
+    // every payload with the reference (the rate_limit_hit too) was delivered to `app`
+    assert_eq!(
+        st["deliveries"]["app"]["delivered"].as_u64(),
+        Some(sent + 1)
+    );
+
+    // a backfill hitting the limit says so (for its whole range), then finishes
+    w.sim
+        .sim
+        .update_faults(FaultUpdate {
+            rate_limit_next: Some(1),
+            retry_after_secs: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let row = w.connector.store().oura_user(&user).await.unwrap().unwrap();
+    let range = DayRange {
+        start: days_ago(10),
+        end: days_ago(8),
+    };
+    let stats = history::backfill(
+        &w.connector,
+        &row,
+        &[Kind::Daily],
+        range,
+        false,
+        None,
+        &NoObs,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.days_done, 3);
+    w.received
+        .wait_until("the backfill's rate_limit_hit", |r| {
+            r.all()
+                .iter()
+                .any(|(h, v)| h.is_none() && v["type"] == "rate_limit_hit")
+        })
+        .await;
+    let (_, hit) = w
+        .received
+        .all()
+        .into_iter()
+        .find(|(h, v)| h.is_none() && v["type"] == "rate_limit_hit")
+        .unwrap();
+    assert_eq!(
+        &hit["start_date"].as_str().unwrap()[..10],
+        range.start.to_string()
+    );
+    assert_eq!(
+        &hit["end_date"].as_str().unwrap()[..10],
+        range.end.to_string()
+    );
+    w.stop_node().await;
+}
+
+/// An asynchronous request that fails for good (the user did not grant the scope) is not only
+/// logged: `GET /v2/requests/{reference}` says `failed` with the 403 and the missing scope, and
+/// the failed requests of the user are listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_asynchronous_request_shows_its_reason() {
+    let mut w = world(10, 0).await;
+    connect(&w, 0, "ok-user").await;
+    let t = w
+        .sim
+        .sim
+        .issue_token(2, &["extapi:daily", "extapi:personal"])
+        .unwrap();
+    let info: Value = http()
+        .get(format!(
+            "{}/v2/usercollection/personal_info",
+            w.sim.base_url
+        ))
+        .bearer_auth(&t.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let store = w.connector.store();
+    let scoped = "scoped-async-user";
+    store
+        .oura_create_pending_user(scoped, Some("scoped"), None, None)
+        .await
+        .unwrap();
+    let cipher = w.connector.cipher();
+    store
+        .oura_connect_user(
+            scoped,
+            info["id"].as_str().unwrap(),
+            &OuraTokens {
+                access_token: cipher.encrypt(&t.access_token),
+                refresh_token: cipher.encrypt(&t.refresh_token),
+                expires_at: manifold_core::store::now_ms() + 3_600_000,
+                scopes: Some(t.scope.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let res = get(
+        &w,
+        "/v2/activity",
+        &[
+            ("user_id", scoped.to_string()),
+            ("start_date", days_ago(5).to_string()),
+            ("end_date", days_ago(1).to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200, "accepted: the failure comes later");
+    let body: Value = res.json().await.unwrap();
+    let reference = body["reference"].as_str().unwrap().to_string();
+    let st = wait_status(&w, &reference, "failed").await;
+    assert_eq!(st["error"]["status"], 403);
+    assert_eq!(st["error"]["title"], "Forbidden");
+    let detail = st["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains("extapi:workout"), "{detail}");
+    assert_eq!(st["type"], "activity");
+    assert_eq!(st["user"]["user_id"], scoped);
+    assert!(st["finished_at"].is_string());
+    assert_eq!(st["payloads_sent"], 0);
+    assert_eq!(st["deliveries"], json!({}));
+    assert!(w.received.with_reference(&reference).is_empty());
+    // listed among the user's failed requests
+    let res = get(
+        &w,
+        "/v2/requests",
+        &[("user_id", scoped.to_string()), ("status", "failed".into())],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let list: Value = res.json().await.unwrap();
+    let refs: Vec<&str> = list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, vec![reference.as_str()]);
+    // unknown references and statuses are problems; the key is required
+    let res = get(&w, "/v2/requests/nope", &[]).await;
+    assert_eq!(res.status(), 404);
+    let res = get(&w, "/v2/requests", &[("status", "lost".into())]).await;
+    assert_eq!(res.status(), 400);
+    let res = http()
+        .get(format!("{}/v2/requests/{reference}", w.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    w.stop_node().await;
+}
