@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{FixedOffset, NaiveDate, TimeZone, Utc};
 use manifold_core::Engine;
 use manifold_core::config::{Config, OuraConfig};
 use manifold_core::store::{
@@ -197,7 +197,7 @@ impl Connector {
             .ok_or("server.public_url (or oura.redirect_uri) is required for Oura")?;
         let keys = cfg.decoded_token_keys()?;
         let cipher = TokenCipher::new(&keys).map_err(|e| e.to_string())?;
-        let client = OuraClient::new(&cfg, redirect)?;
+        let client = OuraClient::new(&cfg, redirect)?.with_budget(engine.store().clone());
         Ok(Arc::new_cyclic(|me| Connector {
             engine,
             states: StateSigner::from_client_secret(cfg.client_secret.expose()),
@@ -339,9 +339,7 @@ impl Connector {
         if status != "pending" {
             tracing::warn!(data_type = %n.data_type, event_type = %n.event_type, status, "Oura notification recorded but not fetchable");
         }
-        if let Some(u) = known {
-            let _ = self.store().oura_touch_webhook(&u.user_id).await;
-        }
+        // A pending notification stamped its user's last_webhook_at in the same write.
         if new && status == "pending" {
             self.wake.notify_one();
         }
@@ -646,12 +644,14 @@ impl Connector {
 
     // -------------------------------------------------------------- worker
 
-    /// Run the fetch workers until `shutdown` becomes true.
+    /// Run the fetch workers until `shutdown` becomes true, and with them the heart-rate
+    /// poller and the reconcile ([`crate::poll`]) when they are enabled.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(
             concurrency = self.cfg.fetch_concurrency,
             "Oura fetch worker started"
         );
+        let scheduler = tokio::spawn(crate::poll::run(self.clone(), shutdown.clone()));
         loop {
             if *shutdown.borrow() {
                 break;
@@ -671,6 +671,7 @@ impl Connector {
                 }
             }
         }
+        let _ = scheduler.await;
         tracing::info!("Oura fetch worker stopped");
     }
 
@@ -899,7 +900,7 @@ impl Connector {
     }
 
     /// Store a fetched document and publish what it maps to.
-    async fn apply_document(
+    pub(crate) async fn apply_document(
         &self,
         user: &OuraUserRow,
         data_type: &str,
@@ -1016,6 +1017,12 @@ impl Connector {
                 Err(e) => tracing::warn!(error = %e, "stored Oura document unreadable; skipped"),
             }
         }
+        // Polled heart-rate rows are filed under the user's local day; a day with no document
+        // of its own carrying an offset (e.g. today, before daily_activity exists) still gets
+        // local bounds, from the user's latest known offset.
+        if !docs.heartrate.is_empty() && !has_own_offset(&docs) {
+            docs.utc_offset = self.user_utc_offset(&user.user_id).await;
+        }
         for t in types {
             let event = match *t {
                 "daily" if has_daily => Some(Event::daily(
@@ -1052,7 +1059,7 @@ impl Connector {
         Ok(())
     }
 
-    async fn rebuild_day(
+    pub(crate) async fn rebuild_day(
         &self,
         user: &OuraUserRow,
         day: NaiveDate,
@@ -1062,7 +1069,7 @@ impl Connector {
     }
 
     /// An Oura `delete`: forget the stored document, then tombstone or rebuild.
-    async fn apply_delete(
+    pub(crate) async fn apply_delete(
         &self,
         user: &OuraUserRow,
         data_type: &str,
@@ -1095,6 +1102,27 @@ impl Connector {
                 self.rebuild_day_inner(user, day, event_types, true).await
             }
         }
+    }
+
+    /// The user's UTC offset as Oura last reported it: the offset of the newest stored
+    /// `daily_activity`, `daily_readiness`, `daily_sleep` or `sleep` document, if any.
+    pub async fn user_utc_offset(&self, user_id: &str) -> Option<FixedOffset> {
+        for t in ["daily_activity", "daily_readiness", "daily_sleep", "sleep"] {
+            let Ok(Some(row)) = self.store().oura_latest_document(user_id, t).await else {
+                continue;
+            };
+            let offset = match parse_document(t, row.body.as_bytes()) {
+                Ok(OuraDocument::DailyActivity(d)) => Some(d.timestamp.offset()),
+                Ok(OuraDocument::DailyReadiness(d)) => d.timestamp.map(Timestamp::offset),
+                Ok(OuraDocument::DailySleep(d)) => d.timestamp.map(Timestamp::offset),
+                Ok(OuraDocument::Sleep(d)) => Some(d.bedtime_start.offset()),
+                _ => None,
+            };
+            if offset.is_some() {
+                return offset;
+            }
+        }
+        None
     }
 
     // ------------------------------------------------------- subscriptions
@@ -1168,6 +1196,20 @@ impl Connector {
     }
 }
 
+/// Does the day hold a document whose timestamp gives the day's UTC offset (the ones
+/// `DayDocuments` takes its offset from)?
+fn has_own_offset(d: &DayDocuments) -> bool {
+    d.utc_offset.is_some()
+        || d.daily_activity.is_some()
+        || d.daily_readiness
+            .as_ref()
+            .is_some_and(|x| x.timestamp.is_some())
+        || d.daily_sleep
+            .as_ref()
+            .is_some_and(|x| x.timestamp.is_some())
+        || d.vo2_max.as_ref().is_some_and(|x| x.timestamp.is_some())
+}
+
 /// Does an Oura `expiration_time` (often without an offset: UTC) fall within `within`?
 pub fn expires_within(expiration: Option<&str>, within: Duration) -> bool {
     let Some(s) = expiration else { return true };
@@ -1183,7 +1225,7 @@ pub fn expires_within(expiration: Option<&str>, within: Duration) -> bool {
 }
 
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Permanent(&'static str, String),
     Transient(String),
 }

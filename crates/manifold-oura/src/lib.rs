@@ -1,7 +1,8 @@
 //! Oura API v2 support: document types ([`types`]) and the pure Oura → Terra mapping
 //! ([`normalize`]) — both free of I/O — plus the connector that does the I/O: the Oura API and
 //! OAuth2 client ([`client`]), webhook verification ([`signature`]), token encryption at rest
-//! ([`tokens`]) and the fetch workers and connect flow ([`connector`]).
+//! ([`tokens`]) and the fetch workers and connect flow ([`connector`]), with the scheduled
+//! heart-rate polling ([`poll`]) and reconcile ([`reconcile`]) for what webhooks miss.
 //!
 //! # Use
 //!
@@ -84,6 +85,8 @@ pub mod client;
 pub mod connector;
 pub mod history;
 pub mod normalize;
+pub mod poll;
+pub mod reconcile;
 pub mod signature;
 pub mod tokens;
 pub mod types;

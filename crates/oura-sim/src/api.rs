@@ -40,6 +40,36 @@ pub fn control_routes() -> Router<Arc<Shared>> {
         .route("/_sim/faults", post(ctl_faults).get(ctl_get_faults))
         .route("/_sim/tokens", post(ctl_tokens))
         .route("/_sim/deliveries", get(ctl_deliveries))
+        .route("/_sim/requests", get(ctl_requests))
+}
+
+/// Middleware: remember `METHOD /path?query` of every `/v2/*` request.
+pub async fn log_request(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path().starts_with("/v2/") {
+        let line = format!(
+            "{} {}",
+            req.method(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or_else(|| req.uri().path())
+        );
+        let mut log = s.request_log.lock().expect("lock");
+        log.push_back(line);
+        while log.len() > 10_000 {
+            log.pop_front();
+        }
+    }
+    next.run(req).await
+}
+
+async fn ctl_requests(State(s): State<Arc<Shared>>) -> Response {
+    let log = s.request_log.lock().expect("lock");
+    Json(json!({ "requests": log.iter().collect::<Vec<_>>() })).into_response()
 }
 
 pub fn detail(status: StatusCode, msg: &str) -> Response {
@@ -571,12 +601,17 @@ fn sim_err(status: u16, msg: &str) -> Response {
     )
 }
 
-async fn ctl_sync(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+async fn ctl_sync(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: SyncRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return sim_err(422, &e.to_string()),
     };
-    match sync_impl(&s, req) {
+    let notify = q.get("notify").is_none_or(|v| v != "false" && v != "0");
+    match sync_impl(&s, req, notify) {
         Ok(o) => Json(o).into_response(),
         Err(e) => sim_err(e.status, &e.detail),
     }

@@ -232,6 +232,7 @@ impl Sim {
                 deliveries: Mutex::new(Default::default()),
                 delivery_seq: Default::default(),
                 requests: Default::default(),
+                request_log: Default::default(),
                 http,
             }),
         }
@@ -244,6 +245,10 @@ impl Sim {
             .merge(api::routes())
             .merge(webhook::routes())
             .merge(api::control_routes())
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                api::log_request,
+            ))
             .with_state(self.shared.clone())
     }
 
@@ -282,7 +287,26 @@ impl Sim {
 
     /// Apply a simulated sync and queue signed notifications to matching subscriptions.
     pub async fn sync(&self, req: SyncRequest) -> Result<SyncOutcome, SimError> {
-        sync_impl(&self.shared, req)
+        sync_impl(&self.shared, req, true)
+    }
+
+    /// Apply a simulated sync WITHOUT notifying anyone, as when Oura gave up delivering the
+    /// notification (it stops after about an hour of failures): only polling or a reconcile
+    /// can find the change. Also `POST /_sim/sync?notify=false`.
+    pub async fn sync_silently(&self, req: SyncRequest) -> Result<SyncOutcome, SimError> {
+        sync_impl(&self.shared, req, false)
+    }
+
+    /// `METHOD /path?query` of recent `/v2/*` requests, oldest first (also
+    /// `GET /_sim/requests`).
+    pub fn request_log(&self) -> Vec<String> {
+        self.shared
+            .request_log
+            .lock()
+            .expect("lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Snapshot of users, grants, subscriptions, faults and recent deliveries.
@@ -334,14 +358,18 @@ impl Sim {
                 operation: Some(op.to_string()),
                 object_id: None,
             };
-            if let Err(e) = sync_impl(&self.shared, req) {
+            if let Err(e) = sync_impl(&self.shared, req, true) {
                 tracing::debug!(error = %e, "ticker sync skipped");
             }
         }
     }
 }
 
-pub(crate) fn sync_impl(shared: &Arc<Shared>, req: SyncRequest) -> Result<SyncOutcome, SimError> {
+pub(crate) fn sync_impl(
+    shared: &Arc<Shared>,
+    req: SyncRequest,
+    notify: bool,
+) -> Result<SyncOutcome, SimError> {
     let t = DocType::from_webhook_name(&req.data_type)
         .ok_or_else(|| err(422, format!("unknown data_type {}", req.data_type)))?;
     let op = match req.operation.as_deref() {
@@ -370,7 +398,11 @@ pub(crate) fn sync_impl(shared: &Arc<Shared>, req: SyncRequest) -> Result<SyncOu
         event_time: data::fmt_utc(Utc::now()),
         user_id,
     };
-    let n = webhook::dispatch(shared, &event, user, t);
+    let n = if notify {
+        webhook::dispatch(shared, &event, user, t)
+    } else {
+        0
+    };
     Ok(SyncOutcome {
         event,
         notified_subscriptions: n,

@@ -433,5 +433,7 @@ pub struct Shared {
     pub deliveries: Mutex<VecDeque<DeliveryRecord>>,
     pub delivery_seq: std::sync::atomic::AtomicU64,
     pub requests: std::sync::atomic::AtomicU64,
+    /// `METHOD /path?query` of recent `/v2/*` requests (oldest first, at most 10,000).
+    pub request_log: Mutex<VecDeque<String>>,
     pub http: reqwest::Client,
 }

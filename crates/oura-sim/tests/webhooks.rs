@@ -396,3 +396,81 @@ async fn delivery_retries_until_success() {
     assert_eq!(hits.load(Ordering::SeqCst), 3);
     sim.shutdown().await;
 }
+
+/// `POST /_sim/sync?notify=false` changes the data and notifies nobody (a notification Oura
+/// gave up on); the same sync without the flag notifies. `GET /_sim/requests` lists the
+/// `/v2/*` requests made.
+#[tokio::test]
+async fn silent_sync_changes_data_without_notifying() {
+    let sim = oura_sim::start(config()).await;
+    let c = client();
+    let (cb, recv) = start_receiver("vt", true).await;
+    let r = sub_req(&c, reqwest::Method::POST, sim.url("/v2/webhook/subscription"))
+        .json(&json!({"callback_url": cb, "verification_token": "vt", "event_type": "update", "data_type": "daily_sleep"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let tok = token(&sim, 0, "daily").await;
+    let list = with_query(
+        &sim.url("/v2/usercollection/daily_sleep"),
+        &[("start_date", "2026-06-25"), ("end_date", "2026-06-26")],
+    );
+    let (_, before) = get_json(&c, &list, &tok).await;
+    let doc_before = before["data"][0].clone();
+
+    let out: Value = c
+        .post(sim.url("/_sim/sync?notify=false"))
+        .json(&json!({"user": 0, "data_type": "daily_sleep", "operation": "update", "day": "2026-06-25"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["notified_subscriptions"], 0);
+    assert_eq!(out["event"]["object_id"], doc_before["id"]);
+    let (_, after) = get_json(&c, &list, &tok).await;
+    assert_eq!(after["data"][0]["id"], doc_before["id"]);
+    assert_ne!(after["data"][0], doc_before, "the document changed");
+
+    // the same sync, notifying: exactly one notification arrives (the silent one never does)
+    let out: Value = c
+        .post(sim.url("/_sim/sync"))
+        .json(&json!({"user": 0, "data_type": "daily_sleep", "operation": "update", "day": "2026-06-25"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["notified_subscriptions"], 1);
+    wait_for(|| recv.posts.lock().unwrap().first().cloned()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(recv.posts.lock().unwrap().len(), 1);
+    let deliveries = sim.sim.deliveries();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+
+    // the request log: both list requests, with their query, and no control routes
+    let log: Value = c
+        .get(sim.url("/_sim/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let want = format!(
+        "GET /v2/usercollection/daily_sleep?{}",
+        list.split_once('?').unwrap().1
+    );
+    let lines: Vec<&str> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| **l == want).count(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains(" /v2/")), "{lines:?}");
+    assert_eq!(sim.sim.request_log(), lines);
+}

@@ -262,8 +262,48 @@ pub struct OuraConfig {
     /// calling Oura again when every day of the range was fetched within this duration.
     #[serde(default = "default_history_freshness", with = "duration")]
     pub history_freshness: Duration,
+    /// Oura's request budget per application (`client_id`), shared by every process on this
+    /// store: at most `rate_limit` requests in any `rate_window` (Oura: 5000 per 5 minutes).
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    #[serde(default = "default_rate_window", with = "duration")]
+    pub rate_window: Duration,
+    /// Share (0 to 0.9) of the budget's burst kept for live notification fetches: history,
+    /// backfills and polling wait while less than this remains.
+    #[serde(default = "default_live_reserve")]
+    pub live_reserve: f64,
+    /// How often each connected, active user's `heartrate` is polled (Oura sends no webhook
+    /// for it). `"0s"` disables heart-rate polling.
+    #[serde(default = "default_heartrate_poll", with = "duration")]
+    pub heartrate_poll: Duration,
+    /// How often each connected, active user's recent days are re-listed to pick up changes
+    /// whose notification never arrived. `"0s"` disables the reconcile.
+    #[serde(default = "default_reconcile_every", with = "duration")]
+    pub reconcile_every: Duration,
+    /// Days the reconcile re-lists: today and this many days before it (1..=30).
+    #[serde(default = "default_reconcile_days")]
+    pub reconcile_days: u32,
 }
 
+fn default_heartrate_poll() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_reconcile_every() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_reconcile_days() -> u32 {
+    2
+}
+
+fn default_rate_limit() -> u32 {
+    5000
+}
+fn default_rate_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_live_reserve() -> f64 {
+    0.2
+}
 fn default_backfill_days() -> u32 {
     28
 }
@@ -971,11 +1011,57 @@ fn validate_oura(oura: &OuraConfig, server: &ServerConfig, problems: &mut Vec<Pr
             "use e.g. 28, or 0 to disable the backfill after connect",
         ));
     }
+    if oura.rate_limit < 10 {
+        problems.push(problem(
+            "oura.rate_limit",
+            format!(
+                "is {}: it must be at least 10 requests per window",
+                oura.rate_limit
+            ),
+            "use Oura's limit for your application, e.g. 5000",
+        ));
+    }
+    if oura.rate_window < Duration::from_secs(1) {
+        problems.push(problem(
+            "oura.rate_window",
+            "must be at least 1s",
+            "use Oura's window, e.g. \"5m\"",
+        ));
+    }
+    if !(0.0..=0.9).contains(&oura.live_reserve) {
+        problems.push(problem(
+            "oura.live_reserve",
+            format!("is {}: it must be between 0 and 0.9", oura.live_reserve),
+            "use e.g. 0.2 (a fifth of the burst is kept for live fetches)",
+        ));
+    }
     if oura.state_ttl < Duration::from_secs(10) {
         problems.push(problem(
             "oura.state_ttl",
             "must be at least 10s",
             "use e.g. \"15m\"",
+        ));
+    }
+    for (key, value, example) in [
+        ("oura.heartrate_poll", oura.heartrate_poll, "\"15m\""),
+        ("oura.reconcile_every", oura.reconcile_every, "\"1h\""),
+    ] {
+        if !value.is_zero() && value < Duration::from_secs(1) {
+            problems.push(problem(
+                key,
+                format!(
+                    "`{}` is too short: it must be 0s (off) or at least 1s",
+                    humantime::format_duration(value)
+                ),
+                format!("use e.g. {example}, or \"0s\" to turn it off"),
+            ));
+        }
+    }
+    if !(1..=30).contains(&oura.reconcile_days) {
+        problems.push(problem(
+            "oura.reconcile_days",
+            format!("is {}: it must be between 1 and 30", oura.reconcile_days),
+            "use e.g. 2 (today and the 2 days before); turn the reconcile off with reconcile_every = \"0s\"",
         ));
     }
 }

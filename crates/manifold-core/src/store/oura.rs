@@ -12,6 +12,9 @@ use sqlx::any::AnyRow;
 
 use super::{Backend, Result, Store, now_ms, truncate};
 
+/// Notifications per multi-row INSERT (8 parameters each).
+const NOTIFICATION_CHUNK: usize = 200;
+
 /// One row of `oura_users`. Tokens are ciphertext (the connector encrypts them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OuraUserRow {
@@ -370,30 +373,96 @@ impl Store {
     // -------------------------------------------------------- notifications
 
     /// Record a notification durably. Returns false when the same (user, data type, object,
-    /// event type, event time) was already recorded: duplicates are coalesced.
+    /// event type, event time) was already recorded: duplicates are coalesced. A fetchable
+    /// (`pending`) notification also stamps its user's `last_webhook_at`.
+    ///
+    /// On SQLite the insert joins the writer's group commit, so thousands of notifications per
+    /// second share a few statements and one fsync per group.
     pub async fn oura_record_notification(&self, n: &NewOuraNotification) -> Result<bool> {
-        let now = now_ms();
+        if let Some(w) = self.writer.as_ref() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            w.send(super::writer::Request::Notification {
+                notification: n.clone(),
+                respond: tx,
+            })
+            .await
+            .map_err(|_| super::StoreError::Other("the store writer has stopped".into()))?;
+            return rx
+                .await
+                .map_err(|_| super::StoreError::Other("the store writer has stopped".into()))?;
+        }
         let mut tx = self.write_tx().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO oura_notifications (id, oura_user_id, data_type, object_id, event_type, event_time, \
-             status, attempts, next_attempt_at, last_error, received_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $8, $8) \
-             ON CONFLICT (oura_user_id, data_type, object_id, event_type, event_time) DO NOTHING",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&n.oura_user_id)
-        .bind(&n.data_type)
-        .bind(&n.object_id)
-        .bind(&n.event_type)
-        .bind(&n.event_time)
-        .bind(&n.status)
-        .bind(now)
-        .bind(n.last_error.as_deref().map(|e| truncate(e, 1024)))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let mut out = self
+            .oura_record_notifications_in(&mut tx, std::slice::from_ref(n))
+            .await?;
         tx.commit().await?;
-        Ok(inserted == 1)
+        Ok(out.pop().unwrap_or(false))
+    }
+
+    /// The statements of [`Store::oura_record_notification`] for several notifications, in the
+    /// caller's transaction: one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING (which
+    /// tells the new ones apart from duplicates) and one UPDATE stamping the users.
+    pub(crate) async fn oura_record_notifications_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        ns: &[NewOuraNotification],
+    ) -> Result<Vec<bool>> {
+        let now = now_ms();
+        let ids: Vec<String> = ns
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let mut inserted = std::collections::HashSet::new();
+        for (chunk_no, chunk) in ns.chunks(NOTIFICATION_CHUNK).enumerate() {
+            // `now` is an integer from our clock, written as a literal.
+            let sql = format!(
+                "INSERT INTO oura_notifications (id, oura_user_id, data_type, object_id, event_type, event_time, \
+                 status, last_error, attempts, next_attempt_at, received_at, updated_at) VALUES {} \
+                 ON CONFLICT (oura_user_id, data_type, object_id, event_type, event_time) DO NOTHING \
+                 RETURNING id",
+                super::value_rows(
+                    self.backend,
+                    1,
+                    chunk.len(),
+                    8,
+                    &format!(", 0, {now}, {now}, {now}")
+                )
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (i, n) in chunk.iter().enumerate() {
+                q = q
+                    .bind(ids[chunk_no * NOTIFICATION_CHUNK + i].as_str())
+                    .bind(n.oura_user_id.as_str())
+                    .bind(n.data_type.as_str())
+                    .bind(n.object_id.as_str())
+                    .bind(n.event_type.as_str())
+                    .bind(n.event_time.as_str())
+                    .bind(n.status.as_str())
+                    .bind(n.last_error.as_deref().map(|e| truncate(e, 1024)));
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                inserted.insert(row.get::<String, _>(0));
+            }
+        }
+        let mut users: Vec<&str> = ns
+            .iter()
+            .filter(|n| n.status == "pending")
+            .map(|n| n.oura_user_id.as_str())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        for chunk in users.chunks(NOTIFICATION_CHUNK) {
+            let sql = format!(
+                "UPDATE oura_users SET last_webhook_at = {now} WHERE oura_user_id IN ({})",
+                super::placeholders(self.backend, 1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for u in chunk {
+                q = q.bind(*u);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        Ok(ids.iter().map(|id| inserted.contains(id)).collect())
     }
 
     /// Claim up to `limit` due pending notifications under a lease.
@@ -404,6 +473,7 @@ impl Store {
     ) -> Result<(String, Vec<OuraNotification>)> {
         let token = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
+        let _gate = self.write_gate().await;
         let expires = now + lease.as_millis() as i64;
         let sql = match self.backend {
             Backend::Postgres => {
@@ -463,6 +533,7 @@ impl Store {
         status: &str,
         reason: Option<&str>,
     ) -> Result<bool> {
+        let _gate = self.write_gate().await;
         let n = sqlx::query(
             "UPDATE oura_notifications SET status = $1, last_error = $2, lease_owner = NULL, \
              lease_expires_at = NULL, updated_at = $3 WHERE id = $4 AND lease_owner = $5",
@@ -488,6 +559,7 @@ impl Store {
         error: &str,
         count: bool,
     ) -> Result<bool> {
+        let _gate = self.write_gate().await;
         let n = sqlx::query(
             "UPDATE oura_notifications SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
              lease_expires_at = NULL, attempts = attempts - $3, updated_at = $4 WHERE id = $5 AND lease_owner = $6",
@@ -707,5 +779,250 @@ impl Store {
             expiration_time: r.get(4),
         })
         .collect())
+    }
+}
+
+// ------------------------------------------------ polling and reconcile (migration 5)
+
+/// A claimed `oura_poll_state` row: the caller holds its lease until
+/// [`Store::oura_poll_finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OuraPollClaim {
+    pub user_id: String,
+    pub task: String,
+    /// Task-defined progress (heart-rate polling: Unix ms of the newest sample seen).
+    pub cursor_ms: Option<i64>,
+    pub token: String,
+}
+
+/// One `oura_poll_state` row, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OuraPollState {
+    pub user_id: String,
+    pub task: String,
+    pub cursor_ms: Option<i64>,
+    pub next_due_at: i64,
+    pub last_run_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Give every connected, active user without a `task` row one, first due at `first_due_ms`.
+    /// Returns how many rows were created.
+    pub async fn oura_poll_ensure(&self, task: &str, first_due_ms: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "INSERT INTO oura_poll_state (user_id, task, next_due_at, updated_at) \
+             SELECT u.user_id, $1, $2, $3 FROM oura_users u WHERE u.status = 'connected' AND u.active <> 0 \
+             AND NOT EXISTS (SELECT 1 FROM oura_poll_state s WHERE s.user_id = u.user_id AND s.task = $1) \
+             ON CONFLICT (user_id, task) DO NOTHING",
+        )
+        .bind(task)
+        .bind(first_due_ms)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Forget the state of users that no longer exist.
+    pub async fn oura_poll_prune(&self) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM oura_poll_state WHERE NOT EXISTS \
+             (SELECT 1 FROM oura_users u WHERE u.user_id = oura_poll_state.user_id)",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Users whose `task` is due (connected, active, not leased by a live claim), most overdue
+    /// first.
+    pub async fn oura_poll_due(&self, task: &str, limit: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query(
+            "SELECT s.user_id FROM oura_poll_state s JOIN oura_users u ON u.user_id = s.user_id \
+             WHERE s.task = $1 AND s.next_due_at <= $2 \
+             AND (s.lease_expires_at IS NULL OR s.lease_expires_at <= $2) \
+             AND u.status = 'connected' AND u.active <> 0 \
+             ORDER BY s.next_due_at, s.user_id LIMIT $3",
+        )
+        .bind(task)
+        .bind(now_ms())
+        .bind(limit.max(1))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    /// Claim a due `task` of a user under a lease; `None` when it is not due or another
+    /// claim holds it.
+    pub async fn oura_poll_claim(
+        &self,
+        user_id: &str,
+        task: &str,
+        lease: Duration,
+    ) -> Result<Option<OuraPollClaim>> {
+        let token = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE oura_poll_state SET lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE user_id = $4 AND task = $5 AND next_due_at <= $3 \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= $3)",
+        )
+        .bind(&token)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(user_id)
+        .bind(task)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(None);
+        }
+        let cursor: Option<i64> = sqlx::query(
+            "SELECT cursor_ms FROM oura_poll_state WHERE user_id = $1 AND task = $2 AND lease_owner = $3",
+        )
+        .bind(user_id)
+        .bind(task)
+        .bind(&token)
+        .fetch_optional(&self.pool)
+        .await?
+        .and_then(|r| r.get(0));
+        Ok(Some(OuraPollClaim {
+            user_id: user_id.to_string(),
+            task: task.to_string(),
+            cursor_ms: cursor,
+            token,
+        }))
+    }
+
+    /// End a claim: store the new cursor (`None` keeps the old one), when it is next due and
+    /// the error, if any; release the lease. False when the lease was lost.
+    pub async fn oura_poll_finish(
+        &self,
+        claim: &OuraPollClaim,
+        cursor_ms: Option<i64>,
+        next_due_ms: i64,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE oura_poll_state SET cursor_ms = COALESCE($1, cursor_ms), next_due_at = $2, \
+             last_run_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
+             WHERE user_id = $5 AND task = $6 AND lease_owner = $7",
+        )
+        .bind(cursor_ms)
+        .bind(next_due_ms)
+        .bind(now)
+        .bind(error.map(|e| truncate(e, 1024)))
+        .bind(&claim.user_id)
+        .bind(&claim.task)
+        .bind(&claim.token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Give a claim back unchanged (shutdown): due again at once, no error recorded.
+    pub async fn oura_poll_release(&self, claim: &OuraPollClaim) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE oura_poll_state SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE user_id = $2 AND task = $3 AND lease_owner = $4",
+        )
+        .bind(now_ms())
+        .bind(&claim.user_id)
+        .bind(&claim.task)
+        .bind(&claim.token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    pub async fn oura_poll_state(
+        &self,
+        user_id: &str,
+        task: &str,
+    ) -> Result<Option<OuraPollState>> {
+        Ok(sqlx::query(
+            "SELECT user_id, task, cursor_ms, next_due_at, last_run_at, last_error FROM oura_poll_state \
+             WHERE user_id = $1 AND task = $2",
+        )
+        .bind(user_id)
+        .bind(task)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| OuraPollState {
+            user_id: r.get(0),
+            task: r.get(1),
+            cursor_ms: r.get(2),
+            next_due_at: r.get(3),
+            last_run_at: r.get(4),
+            last_error: r.get(5),
+        }))
+    }
+
+    /// Pending notifications that are due now: live work that polling and reconcile give
+    /// way to.
+    pub async fn oura_notifications_due(&self) -> Result<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) FROM oura_notifications WHERE status = 'pending' AND next_attempt_at <= $1",
+        )
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?
+        .get(0))
+    }
+
+    /// Insert or replace many raw documents of one user in one transaction,
+    /// `(data_type, object_id, day, body)`, writing only those that are new or whose day or
+    /// body changed. Returns, per input, whether it was written.
+    pub async fn oura_upsert_documents_changed(
+        &self,
+        user_id: &str,
+        docs: &[(String, String, Option<String>, String)],
+    ) -> Result<Vec<bool>> {
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut out = Vec::with_capacity(docs.len());
+        let mut tx = self.write_tx().await?;
+        for (data_type, object_id, day, body) in docs {
+            let stored = sqlx::query(
+                "SELECT day, body FROM oura_documents WHERE user_id = $1 AND data_type = $2 AND object_id = $3",
+            )
+            .bind(user_id)
+            .bind(data_type)
+            .bind(object_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let same = stored.is_some_and(|r| {
+                r.get::<Option<String>, _>(0) == *day && r.get::<String, _>(1) == *body
+            });
+            if same {
+                out.push(false);
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO oura_documents (user_id, data_type, object_id, day, body, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, data_type, object_id) DO UPDATE SET \
+                 day = excluded.day, body = excluded.body, updated_at = excluded.updated_at",
+            )
+            .bind(user_id)
+            .bind(data_type)
+            .bind(object_id)
+            .bind(day.clone())
+            .bind(body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            out.push(true);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 }

@@ -146,6 +146,60 @@ CREATE TABLE IF NOT EXISTS backfill_progress (
 );
 "#,
     ),
+    (
+        4,
+        "oura rate budget and history requests",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_rate_budget (
+    app TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    updated_at INTEGER NOT NULL,
+    paused_until INTEGER NOT NULL DEFAULT 0,
+    pause_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS history_requests (
+    reference TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    start_date TEXT NOT NULL,
+    end_date TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error_status INTEGER,
+    error TEXT,
+    records INTEGER NOT NULL DEFAULT 0,
+    expected_payloads INTEGER,
+    payloads_sent INTEGER NOT NULL DEFAULT 0,
+    rate_limit_hits INTEGER NOT NULL DEFAULT 0,
+    retrying_at INTEGER,
+    node TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS history_requests_user ON history_requests (user_id, created_at);
+CREATE INDEX IF NOT EXISTS payloads_terra_reference ON payloads (terra_reference) WHERE terra_reference IS NOT NULL;
+"#,
+    ),
+    (
+        5,
+        "oura polling and reconcile state",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_poll_state (
+    user_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    cursor_ms INTEGER,
+    next_due_at INTEGER NOT NULL,
+    last_run_at INTEGER,
+    last_error TEXT,
+    lease_owner TEXT,
+    lease_expires_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, task)
+);
+CREATE INDEX IF NOT EXISTS oura_poll_state_due ON oura_poll_state (task, next_due_at);
+"#,
+    ),
 ];
 
 /// The same schema for PostgreSQL.
@@ -292,6 +346,60 @@ CREATE TABLE IF NOT EXISTS backfill_progress (
     finished_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, event_type, day)
 );
+"#,
+    ),
+    (
+        4,
+        "oura rate budget and history requests",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_rate_budget (
+    app TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated_at BIGINT NOT NULL,
+    paused_until BIGINT NOT NULL DEFAULT 0,
+    pause_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS history_requests (
+    reference TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    start_date TEXT NOT NULL,
+    end_date TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error_status BIGINT,
+    error TEXT,
+    records BIGINT NOT NULL DEFAULT 0,
+    expected_payloads BIGINT,
+    payloads_sent BIGINT NOT NULL DEFAULT 0,
+    rate_limit_hits BIGINT NOT NULL DEFAULT 0,
+    retrying_at BIGINT,
+    node TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    finished_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS history_requests_user ON history_requests (user_id, created_at);
+CREATE INDEX IF NOT EXISTS payloads_terra_reference ON payloads (terra_reference) WHERE terra_reference IS NOT NULL;
+"#,
+    ),
+    (
+        5,
+        "oura polling and reconcile state",
+        r#"
+CREATE TABLE IF NOT EXISTS oura_poll_state (
+    user_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    cursor_ms BIGINT,
+    next_due_at BIGINT NOT NULL,
+    last_run_at BIGINT,
+    last_error TEXT,
+    lease_owner TEXT,
+    lease_expires_at BIGINT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, task)
+);
+CREATE INDEX IF NOT EXISTS oura_poll_state_due ON oura_poll_state (task, next_due_at);
 "#,
     ),
 ];
