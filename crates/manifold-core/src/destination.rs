@@ -160,6 +160,13 @@ pub trait Destination: Send + Sync + 'static {
         1
     }
 
+    /// Keep each user's deliveries in order (e.g. Kafka: one partition per user key). The
+    /// engine then sends one user's deliveries one batch at a time, in commit order, spreading
+    /// users over `concurrency` lanes. A retried delivery still arrives after later ones.
+    fn ordered_by_user(&self) -> bool {
+        false
+    }
+
     /// Prove connectivity and permissions (`manifold check --connect`).
     async fn check(&self) -> Result<(), String> {
         Ok(())

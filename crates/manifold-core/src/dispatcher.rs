@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::DestinationConfig;
@@ -81,6 +81,31 @@ pub async fn run_destination(
     let mut last_check = Instant::now() - DISABLED_CHECK;
     // Set by an attempt that got 410, so the loop stops claiming at once.
     let gone_seen = Arc::new(AtomicBool::new(false));
+    // Ordered destinations: one sequential lane per concurrency slot; a user always maps to the
+    // same lane, so that user's deliveries go out one batch at a time, in claim (commit) order.
+    let lanes: Vec<mpsc::UnboundedSender<LaneJob>> = if dest.destination.ordered_by_user() {
+        (0..concurrency)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<LaneJob>();
+                let (store, dest, node) = (store.clone(), dest.clone(), settings.node.clone());
+                let (limiter, gone_seen) = (limiter.clone(), gone_seen.clone());
+                tasks.spawn(async move {
+                    while let Some(job) = rx.recv().await {
+                        if let Some(l) = &limiter {
+                            l.wait(job.chunk.len()).await;
+                        }
+                        if attempt(&store, &dest, &node, &job.token, job.chunk).await {
+                            gone_seen.store(true, Ordering::SeqCst);
+                        }
+                        drop(job.permit);
+                    }
+                });
+                tx
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     tracing::info!(destination = %name, concurrency, batch, "delivery worker started");
 
     loop {
@@ -157,7 +182,12 @@ pub async fn run_destination(
         }
         let token = Arc::new(token);
         let mut first = Some(first);
-        for chunk in rows.chunks(batch) {
+        let chunks: Vec<Vec<Delivery>> = if lanes.is_empty() {
+            rows.chunks(batch).map(<[Delivery]>::to_vec).collect()
+        } else {
+            user_chunks(rows, lanes.len(), batch)
+        };
+        for chunk in chunks {
             let permit = match first.take() {
                 Some(p) => p,
                 None => match permits.clone().acquire_owned().await {
@@ -165,7 +195,18 @@ pub async fn run_destination(
                     Err(_) => break,
                 },
             };
-            let chunk = chunk.to_vec();
+            if !lanes.is_empty() {
+                let lane = lane_of(&chunk[0], lanes.len());
+                let job = LaneJob {
+                    chunk,
+                    token: token.clone(),
+                    permit,
+                };
+                if lanes[lane].send(job).is_err() {
+                    break;
+                }
+                continue;
+            }
             let store = store.clone();
             let dest = dest.clone();
             let node = settings.node.clone();
@@ -183,9 +224,44 @@ pub async fn run_destination(
             });
         }
     }
-    // Graceful shutdown: in-flight attempts finish and are recorded.
+    // Graceful shutdown: in-flight attempts (and chunks queued on a lane) finish and are
+    // recorded.
+    drop(lanes);
     while tasks.join_next().await.is_some() {}
     tracing::info!(destination = %name, "delivery worker stopped");
+}
+
+/// A chunk queued on an ordered destination's lane, with the slot it holds.
+struct LaneJob {
+    chunk: Vec<Delivery>,
+    token: Arc<String>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The lane of a delivery's user (deliveries without a user share lane 0).
+fn lane_of(d: &Delivery, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    d.user_id.as_deref().unwrap_or("").hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// Split claimed rows into batches that each hold one lane's rows, keeping claim order within
+/// a lane.
+fn user_chunks(rows: Vec<Delivery>, lanes: usize, batch: usize) -> Vec<Vec<Delivery>> {
+    let mut by_lane: Vec<Vec<Delivery>> = (0..lanes).map(|_| Vec::new()).collect();
+    for d in rows {
+        let lane = lane_of(&d, lanes);
+        by_lane[lane].push(d);
+    }
+    by_lane
+        .into_iter()
+        .flat_map(|rows| {
+            rows.chunks(batch)
+                .map(<[Delivery]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 async fn wait(waker: &tokio::sync::Notify, poll: Duration, shutdown: &mut watch::Receiver<bool>) {

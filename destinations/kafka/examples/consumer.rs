@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! KAFKA_BROKERS=127.0.0.1:19092 KAFKA_TOPICS=terra-events \
-//!   cargo run -p manifold-kafka --example consumer
+//!   cargo run -p manifold-kafka --example kafka-consumer
 //! ```
 //! Optional: `KAFKA_GROUP` (default `terra-consumer`), and for SASL over TLS `KAFKA_USERNAME`,
 //! `KAFKA_PASSWORD` (and `KAFKA_MECHANISM`, default PLAIN).

@@ -152,15 +152,15 @@ impl KafkaDestination {
     /// metadata and producer id). A producer that lived through a broker losing its state can
     /// otherwise wait forever on sequence numbers the broker no longer knows (seen with tansu;
     /// see README). Every report of this batch is in, so nothing is lost by dropping it.
-    fn reset_if_broken(&self, p: &Arc<Kafka>, timed_out: bool) {
+    fn reset_if_broken(&self, p: &Arc<Kafka>, stale: bool) {
         let fatal = p.client().fatal_error();
-        if fatal.is_none() && !timed_out {
+        if fatal.is_none() && !stale {
             return;
         }
         if let Some((code, reason)) = &fatal {
             tracing::warn!(destination = %self.name, ?code, %reason, "kafka producer hit a fatal error; recreating it");
         } else {
-            tracing::info!(destination = %self.name, "kafka messages timed out; the next attempt uses a fresh producer");
+            tracing::info!(destination = %self.name, "kafka messages timed out or the broker refused the producer id; the next attempt uses a fresh producer");
         }
         if let Ok(mut slot) = self.producer.lock() {
             // Only if no other batch replaced it meanwhile.
@@ -327,15 +327,35 @@ impl Destination for KafkaDestination {
             }
         }))
         .await;
-        let timed_out = results
-            .iter()
-            .any(|(_, code)| *code == Some(RDKafkaErrorCode::MessageTimedOut));
-        self.reset_if_broken(&producer, timed_out);
+        // A timeout, or a broker that no longer accepts this producer's id/epoch/sequence
+        // (after a broker restart that lost the producer state: seen as ProducerFenced from
+        // tansu), needs a fresh producer; retrying on this one would fail forever.
+        let stale = results.iter().any(|(_, code)| {
+            matches!(
+                code,
+                Some(
+                    RDKafkaErrorCode::MessageTimedOut
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::UnknownProducerId
+                        | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                        | RDKafkaErrorCode::InvalidProducerIdMapping
+                        | RDKafkaErrorCode::Fatal
+                )
+            )
+        });
+        self.reset_if_broken(&producer, stale);
         results.into_iter().map(|(o, _)| o).collect()
     }
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    /// Key = user id: one user's events share a partition, and the engine sends them one
+    /// batch at a time so the partition holds them in commit order.
+    fn ordered_by_user(&self) -> bool {
+        true
     }
 
     async fn check(&self) -> Result<(), String> {

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! QUEUE_URL=https://sqs.eu-west-2.amazonaws.com/123456789012/health-events \
-//! AWS_REGION=eu-west-2 cargo run -p manifold-sqs --example consumer
+//! AWS_REGION=eu-west-2 cargo run -p manifold-sqs --example sqs-consumer
 //! # against the local server: add AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 //! ```
 //!

@@ -505,6 +505,12 @@ impl Destination for SqsDestination {
         MAX_BATCH
     }
 
+    /// FIFO queues order messages per `MessageGroupId` (the user id) in the order they are
+    /// sent, so the engine sends one user's messages one batch at a time.
+    fn ordered_by_user(&self) -> bool {
+        self.settings.fifo
+    }
+
     /// Sends a Terra-style `healthcheck` message (proves reachability, credentials and
     /// sqs:SendMessage), and checks that the claim-check store exists.
     async fn check(&self) -> Result<(), String> {

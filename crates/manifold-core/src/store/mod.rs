@@ -6,7 +6,9 @@
 //! destination), `attempts` (the log of every try), `dead_letters`, `destination_state`.
 
 mod backfill;
+pub mod history_requests;
 mod oura;
+pub mod rate_budget;
 mod schema;
 mod writer;
 
@@ -183,6 +185,39 @@ impl Wakers {
 const NOTIFY_CHANNEL: &str = "manifold_deliveries";
 const RESPONSE_LIMIT: usize = 2048;
 
+/// Natural keys per latest-version lookup, rows per multi-row INSERT: well under SQLite's
+/// 32,766 bound parameters and PostgreSQL's 65,535.
+const LOOKUP_CHUNK: usize = 500;
+const INSERT_CHUNK: usize = 200;
+
+/// `n` bind placeholders numbered from `first`, comma-separated: `$first, $first+1, …` on
+/// PostgreSQL; anonymous `?` on SQLite, because SQLite looks a *named* parameter (`$3`) up in a
+/// linear list, so binding a 1,000-parameter multi-row statement by name costs a million string
+/// compares. Statements built with this number their parameters in order of appearance.
+fn placeholders(backend: Backend, first: usize, n: usize) -> String {
+    match backend {
+        Backend::Postgres => (first..first + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Backend::Sqlite => vec!["?"; n].join(", "),
+    }
+}
+
+/// `rows` parenthesised groups of `per_row` placeholders numbered from `first`, each group
+/// followed by the literal SQL `tail` (constant columns): `($1, $2, 0), ($3, $4, 0)`.
+fn value_rows(backend: Backend, first: usize, rows: usize, per_row: usize, tail: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            format!(
+                "({}{tail})",
+                placeholders(backend, first + r * per_row, per_row)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -209,6 +244,35 @@ pub struct Store {
     url: String,
     writer: Option<mpsc::Sender<writer::Request>>,
     wakers: Arc<Wakers>,
+    /// SQLite allows one writer at a time. Write transactions on pool connections and the
+    /// group-commit writer take this gate first, so they queue here (woken at once) instead of
+    /// in SQLite's busy handler, which sleeps 1-25 ms per retry.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction on a pool connection; holds the SQLite write gate until it ends.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -270,6 +334,7 @@ impl Store {
             url: url.to_string(),
             writer: None,
             wakers: Arc::new(Wakers::default()),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
@@ -280,11 +345,30 @@ impl Store {
 
     /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
     /// a transaction that first reads never fails to upgrade under concurrent writers.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    async fn write_tx(&self) -> Result<WriteTx> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let gate = self.write_gate().await;
+                WriteTx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _gate: gate,
+                }
+            }
+            Backend::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _gate: None,
+            },
         })
+    }
+
+    /// Take the SQLite write gate (see the field); `None` on PostgreSQL. Hold it across a
+    /// single autocommit write on a pool connection. Never hold it while waiting for another
+    /// write of this store.
+    pub(crate) async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_gate.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -396,82 +480,142 @@ impl Store {
 
     /// The statements of a commit, inside the caller's transaction. Destinations that got rows
     /// are added to `woken`.
+    ///
+    /// Batched: one query reads the latest stored version of every natural key in the group,
+    /// and multi-row INSERTs write the payloads and their delivery rows, so a group of a few
+    /// hundred publishes costs a handful of statements, not five per event.
     pub(crate) async fn commit_in(
         &self,
         tx: &mut sqlx::AnyConnection,
         payloads: Vec<NewPayload>,
         woken: &mut Vec<String>,
     ) -> Result<Vec<Result<Committed>>> {
-        let mut out = Vec::with_capacity(payloads.len());
         let now = now_ms();
-        for p in payloads {
-            let id = uuid::Uuid::now_v7().to_string();
-            let natural_key = p
-                .envelope
-                .natural_key
-                .clone()
-                .unwrap_or_else(|| format!("event:{id}"));
-            if self.backend == Backend::Postgres {
+        let ids: Vec<String> = payloads
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let keys: Vec<String> = payloads
+            .iter()
+            .zip(&ids)
+            .map(|(p, id)| {
+                p.envelope
+                    .natural_key
+                    .clone()
+                    .unwrap_or_else(|| format!("event:{id}"))
+            })
+            .collect();
+        let mut lookup: Vec<&str> = payloads
+            .iter()
+            .zip(&keys)
+            .filter(|(p, _)| p.envelope.natural_key.is_some())
+            .map(|(_, k)| k.as_str())
+            .collect();
+        lookup.sort_unstable();
+        lookup.dedup();
+        if self.backend == Backend::Postgres {
+            // Sorted, so two transactions with overlapping keys lock in the same order.
+            for k in &lookup {
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind(&natural_key)
+                    .bind(*k)
                     .execute(&mut *tx)
                     .await?;
             }
-            let latest = sqlx::query(
-                "SELECT id, version, body FROM payloads WHERE natural_key = $1 ORDER BY version DESC LIMIT 1",
-            )
-            .bind(&natural_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = &latest {
-                let body: String = row.get(2);
-                if body == p.body && !p.force {
-                    out.push(Ok(Committed {
-                        payload_id: row.get(0),
-                        version: row.get(1),
-                        deliveries: 0,
-                        duplicate: true,
-                    }));
-                    continue;
-                }
+        }
+        // The latest stored (id, version, body) of every key in the group.
+        let mut latest: HashMap<String, (String, i64, String)> = HashMap::new();
+        for chunk in lookup.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT p.natural_key, p.id, p.version, p.body FROM payloads p WHERE p.natural_key IN ({}) \
+                 AND p.version = (SELECT MAX(q.version) FROM payloads q WHERE q.natural_key = p.natural_key)",
+                placeholders(self.backend, 1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(*k);
             }
-            let version = latest.map(|r| r.get::<i64, _>(1) + 1).unwrap_or(1);
-            sqlx::query(
-                "INSERT INTO payloads (id, natural_key, version, event_type, user_id, reference_id, \
-                 terra_reference, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&id)
-            .bind(&natural_key)
-            .bind(version)
-            .bind(&p.envelope.event_type)
-            .bind(p.envelope.user_id.clone())
-            .bind(p.envelope.reference_id.clone())
-            .bind(p.terra_reference.clone())
-            .bind(&p.body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            for dest in &p.destinations {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, payload_id, destination, status, attempts, next_attempt_at, \
-                     created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4)",
-                )
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(&id)
-                .bind(dest)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if !woken.contains(dest) {
-                    woken.push(dest.clone());
-                }
+            for row in q.fetch_all(&mut *tx).await? {
+                latest.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
             }
+        }
+        let mut out = Vec::with_capacity(payloads.len());
+        // (payload index, version) of the rows to insert
+        let mut inserts: Vec<(usize, i64)> = Vec::with_capacity(payloads.len());
+        for (i, p) in payloads.iter().enumerate() {
+            if let Some((id, version, body)) = latest.get(&keys[i])
+                && *body == p.body
+                && !p.force
+            {
+                out.push(Ok(Committed {
+                    payload_id: id.clone(),
+                    version: *version,
+                    deliveries: 0,
+                    duplicate: true,
+                }));
+                continue;
+            }
+            let version = latest.get(&keys[i]).map(|l| l.1 + 1).unwrap_or(1);
+            // A later payload of the same key in this group builds on this one.
+            latest.insert(keys[i].clone(), (ids[i].clone(), version, p.body.clone()));
+            inserts.push((i, version));
             out.push(Ok(Committed {
-                payload_id: id,
+                payload_id: ids[i].clone(),
                 version,
                 deliveries: p.destinations.len(),
                 duplicate: false,
             }));
+        }
+        for chunk in inserts.chunks(INSERT_CHUNK) {
+            // `now` is an integer from our clock, written as a literal.
+            let sql = format!(
+                "INSERT INTO payloads (id, natural_key, version, event_type, user_id, reference_id, \
+                 terra_reference, body, created_at) VALUES {}",
+                value_rows(self.backend, 1, chunk.len(), 8, &format!(", {now}"))
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &(i, version) in chunk {
+                let p = &payloads[i];
+                q = q
+                    .bind(ids[i].as_str())
+                    .bind(keys[i].as_str())
+                    .bind(version)
+                    .bind(p.envelope.event_type.as_str())
+                    .bind(p.envelope.user_id.as_deref())
+                    .bind(p.envelope.reference_id.as_deref())
+                    .bind(p.terra_reference.as_deref())
+                    .bind(p.body.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let rows: Vec<(String, usize, &str)> = inserts
+            .iter()
+            .flat_map(|&(i, _)| {
+                payloads[i]
+                    .destinations
+                    .iter()
+                    .map(move |d| (uuid::Uuid::now_v7().to_string(), i, d.as_str()))
+            })
+            .collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO deliveries (id, payload_id, destination, status, attempts, next_attempt_at, \
+                 created_at, updated_at) VALUES {}",
+                value_rows(
+                    self.backend,
+                    1,
+                    chunk.len(),
+                    3,
+                    &format!(", 'pending', 0, {now}, {now}, {now}")
+                )
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, i, dest) in chunk {
+                q = q.bind(id.as_str()).bind(ids[*i].as_str()).bind(*dest);
+                if !woken.iter().any(|w| w == dest) {
+                    woken.push(dest.to_string());
+                }
+            }
+            q.execute(&mut *tx).await?;
         }
         Ok(out)
     }
@@ -589,35 +733,79 @@ impl Store {
         node: &str,
         records: &[AttemptRecord],
     ) -> Result<()> {
+        self.record_many(tx, &[(token, node, records)]).await
+    }
+
+    /// Record the outcomes of several claims (`(token, node, records)`) in the caller's
+    /// transaction: one multi-row INSERT for the attempt log and one UPDATE per claim token for
+    /// the deliveries that succeeded (the common case); retries and dead letters row by row.
+    pub(crate) async fn record_many(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        jobs: &[(&str, &str, &[AttemptRecord])],
+    ) -> Result<()> {
         let now = now_ms();
-        for r in records {
-            sqlx::query(
+        let all: Vec<(&str, &str, &AttemptRecord)> = jobs
+            .iter()
+            .flat_map(|(token, node, records)| records.iter().map(move |r| (*token, *node, r)))
+            .collect();
+        for chunk in all.chunks(INSERT_CHUNK) {
+            let sql = format!(
                 "INSERT INTO attempts (delivery_id, destination, node, attempt, started_at_us, finished_at_us, \
-                 status_code, class, error, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&r.delivery_id)
-            .bind(&r.destination)
-            .bind(node)
-            .bind(r.attempt as i64)
-            .bind(r.started_at_us)
-            .bind(r.finished_at_us)
-            .bind(r.status_code.map(i64::from))
-            .bind(r.class)
-            .bind(r.error.as_deref().map(|e| truncate(e, RESPONSE_LIMIT)))
-            .bind(r.response.as_deref().map(|e| truncate(e, RESPONSE_LIMIT)))
-            .execute(&mut *tx)
-            .await?;
-            let changed = match &r.disposition {
-                Disposition::Delivered => sqlx::query(
+                 status_code, class, error, response) VALUES {}",
+                value_rows(self.backend, 1, chunk.len(), 10, "")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (_, node, r) in chunk {
+                q = q
+                    .bind(r.delivery_id.as_str())
+                    .bind(r.destination.as_str())
+                    .bind(*node)
+                    .bind(r.attempt as i64)
+                    .bind(r.started_at_us)
+                    .bind(r.finished_at_us)
+                    .bind(r.status_code.map(i64::from))
+                    .bind(r.class)
+                    .bind(r.error.as_deref().map(|e| truncate(e, RESPONSE_LIMIT)))
+                    .bind(r.response.as_deref().map(|e| truncate(e, RESPONSE_LIMIT)));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // Delivered rows, one UPDATE per claim token.
+        let mut delivered: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (token, _, r) in &all {
+            if r.disposition != Disposition::Delivered {
+                continue;
+            }
+            match delivered.iter_mut().find(|(t, _)| t == token) {
+                Some((_, ids)) => ids.push(r.delivery_id.as_str()),
+                None => delivered.push((token, vec![r.delivery_id.as_str()])),
+            }
+        }
+        for (token, ids) in &delivered {
+            for chunk in ids.chunks(LOOKUP_CHUNK) {
+                let sql = format!(
                     "UPDATE deliveries SET status = 'delivered', lease_owner = NULL, lease_expires_at = NULL, \
-                     last_error = NULL, updated_at = $1 WHERE id = $2 AND lease_owner = $3",
-                )
-                .bind(now)
-                .bind(&r.delivery_id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+                     last_error = NULL, updated_at = {now} WHERE lease_owner = {} AND id IN ({})",
+                    placeholders(self.backend, 1, 1),
+                    placeholders(self.backend, 2, chunk.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(*token);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                let changed = q.execute(&mut *tx).await?.rows_affected();
+                if changed < chunk.len() as u64 {
+                    tracing::warn!(
+                        lost = chunk.len() as u64 - changed,
+                        "lease lost before the outcome was recorded; another node owns the row"
+                    );
+                }
+            }
+        }
+        for (token, _, r) in &all {
+            let changed = match &r.disposition {
+                Disposition::Delivered => continue,
                 Disposition::RetryAt { at_ms, error } => sqlx::query(
                     "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL, lease_expires_at = NULL, \
                      last_error = $2, updated_at = $3 WHERE id = $4 AND lease_owner = $5",
@@ -626,7 +814,7 @@ impl Store {
                 .bind(truncate(error, RESPONSE_LIMIT))
                 .bind(now)
                 .bind(&r.delivery_id)
-                .bind(token)
+                .bind(*token)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected(),
@@ -637,7 +825,7 @@ impl Store {
                 .bind(truncate(error, RESPONSE_LIMIT))
                 .bind(now)
                 .bind(&r.delivery_id)
-                .bind(token)
+                .bind(*token)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected(),
@@ -649,7 +837,7 @@ impl Store {
                     .bind(truncate(reason, RESPONSE_LIMIT))
                     .bind(now)
                     .bind(&r.delivery_id)
-                    .bind(token)
+                    .bind(*token)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();

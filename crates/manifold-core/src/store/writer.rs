@@ -7,7 +7,7 @@
 use sqlx::{AnyConnection, Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AttemptRecord, Committed, NewPayload, Result, Store, StoreError};
+use super::{AttemptRecord, Committed, NewOuraNotification, NewPayload, Result, Store, StoreError};
 use crate::destination::Delivery;
 
 pub(super) enum Request {
@@ -20,6 +20,10 @@ pub(super) enum Request {
         node: String,
         records: Vec<AttemptRecord>,
         respond: oneshot::Sender<Result<()>>,
+    },
+    Notification {
+        notification: NewOuraNotification,
+        respond: oneshot::Sender<Result<bool>>,
     },
     Claim {
         destination: String,
@@ -65,26 +69,63 @@ async fn run_group(
     // Each job's own result, answered once the group commits.
     let mut done: Vec<Done> = Vec::with_capacity(jobs.len());
     let result: Result<()> = async {
+        let _gate = store.write_gate().await;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        for job in &jobs {
-            match job {
-                Request::Commit { payload, .. } => {
-                    let mut r = store
-                        .commit_in(&mut tx, vec![payload.clone()], &mut woken)
-                        .await?;
-                    let one = r
-                        .pop()
-                        .unwrap_or_else(|| Err(StoreError::Other("no result".into())));
-                    done.push(Done::Commit(one));
-                }
+        // Commits first, all in one batched call; then outcomes (so released rows are claimable);
+        // then claims. Results are answered in job order after the commit.
+        let payloads: Vec<NewPayload> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Request::Commit { payload, .. } => Some(payload.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut committed = if payloads.is_empty() {
+            Vec::new()
+        } else {
+            store.commit_in(&mut tx, payloads, &mut woken).await?
+        }
+        .into_iter();
+        let records: Vec<(&str, &str, &[AttemptRecord])> = jobs
+            .iter()
+            .filter_map(|j| match j {
                 Request::Record {
                     token,
                     node,
                     records,
                     ..
-                } => {
-                    store.record_in(&mut tx, token, node, records).await?;
-                    done.push(Done::Record);
+                } => Some((token.as_str(), node.as_str(), records.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if !records.is_empty() {
+            store.record_many(&mut tx, &records).await?;
+        }
+        let notifications: Vec<NewOuraNotification> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Request::Notification { notification, .. } => Some(notification.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut recorded = if notifications.is_empty() {
+            Vec::new()
+        } else {
+            store
+                .oura_record_notifications_in(&mut tx, &notifications)
+                .await?
+        }
+        .into_iter();
+        for job in &jobs {
+            match job {
+                Request::Commit { .. } => done.push(Done::Commit(
+                    committed
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Other("no result".into()))),
+                )),
+                Request::Record { .. } => done.push(Done::Record),
+                Request::Notification { .. } => {
+                    done.push(Done::Notification(recorded.next().unwrap_or(false)))
                 }
                 Request::Claim {
                     destination,
@@ -116,6 +157,9 @@ async fn run_group(
             (Request::Claim { respond, .. }, Done::Claim(c)) => {
                 let _ = respond.send(Ok(c));
             }
+            (Request::Notification { respond, .. }, Done::Notification(new)) => {
+                let _ = respond.send(Ok(new));
+            }
             (job, _) => respond_err(job, "internal: job and result out of step"),
         }
     }
@@ -129,6 +173,7 @@ async fn run_group(
 enum Done {
     Commit(Result<Committed>),
     Record,
+    Notification(bool),
     Claim((String, Vec<Delivery>)),
 }
 
@@ -141,6 +186,9 @@ fn respond_err(job: Request, msg: &str) {
             let _ = respond.send(Err(StoreError::Other(msg.to_string())));
         }
         Request::Record { respond, .. } => {
+            let _ = respond.send(Err(StoreError::Other(msg.to_string())));
+        }
+        Request::Notification { respond, .. } => {
             let _ = respond.send(Err(StoreError::Other(msg.to_string())));
         }
     }
