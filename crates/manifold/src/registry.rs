@@ -13,5 +13,7 @@ pub fn registry() -> Registry {
     r.register(manifold_supabase::SupabaseFactory);
     r.register(manifold_gcs::GcsFactory);
     r.register(manifold_azure_blob::AzureBlobFactory);
+    #[cfg(feature = "firestore")]
+    r.register(manifold_firestore::FirestoreFactory);
     r
 }
