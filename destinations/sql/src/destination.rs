@@ -273,7 +273,7 @@ impl SqlDestination {
                     Val::I(r.version),
                     st(&now),
                     st(&now),
-                    st(&r.payload),
+                    Val::S(Some(r.payload.to_string())),
                 ]);
             }
             query(self.sql.upsert_data(chunk.len()), vals)
@@ -290,7 +290,7 @@ impl SqlDestination {
                     st(&m.payload_type),
                     s(&m.data_type),
                     st(&now),
-                    st(&m.payload),
+                    Val::S(Some(m.payload.to_string())),
                 ]);
             }
             query(self.sql.insert_misc(chunk.len()), vals)

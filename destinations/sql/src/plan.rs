@@ -1,10 +1,58 @@
-//! Turning deliveries into rows: pure, no I/O.
+//! Terra's table rows for a batch of deliveries: pure, no I/O. This is the one place where the
+//! row layout and its rules live (which table an event goes to, the natural key of each item,
+//! the day, the user's state transitions, how a batch merges); both the SQL destination (which
+//! binds the rows as SQL values) and `manifold-supabase` (which sends them as JSON to PostgREST)
+//! use it.
 
 use std::collections::HashMap;
 
 use manifold_core::destination::Delivery;
 use manifold_core::event::{DATA_TYPES, item_key};
 use serde_json::{Map, Value};
+
+pub const USERS: &str = "terra_users";
+pub const DATA: &str = "terra_data_payloads";
+pub const MISC: &str = "terra_misc_payloads";
+pub const TABLES: [&str; 3] = [USERS, DATA, MISC];
+
+/// Columns of one `terra_data_payloads` row, in bind order.
+pub const DATA_COLS: [&str; 12] = [
+    "user_id",
+    "data_type",
+    "record_key",
+    "summary_id",
+    "day",
+    "start_time",
+    "end_time",
+    "payload_id",
+    "version",
+    "created_at",
+    "updated_at",
+    "payload",
+];
+/// Columns of one `terra_users` row, in bind order.
+pub const USER_COLS: [&str; 8] = [
+    "user_id",
+    "reference_id",
+    "provider",
+    "granted_scopes",
+    "state",
+    "state_changed_at",
+    "created_at",
+    "updated_at",
+];
+/// Columns of one `terra_misc_payloads` row, in bind order.
+pub const MISC_COLS: [&str; 6] = [
+    "payload_id",
+    "user_id",
+    "payload_type",
+    "data_type",
+    "created_at",
+    "payload",
+];
+
+/// Data types keyed by the local day (`record_key` = `day` = `YYYY-MM-DD`).
+pub const DAY_BASED: [&str; 4] = ["daily", "body", "menstruation", "nutrition"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataRow {
@@ -17,7 +65,8 @@ pub struct DataRow {
     pub end_time: Option<String>,
     pub payload_id: String,
     pub version: i64,
-    pub payload: String,
+    /// The event with `data` holding just this item (athlete: the whole event).
+    pub payload: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +85,7 @@ pub struct MiscRow {
     pub user_id: Option<String>,
     pub payload_type: String,
     pub data_type: Option<String>,
-    pub payload: String,
+    pub payload: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +190,7 @@ pub fn parse(d: &Delivery) -> Result<Item, String> {
                     end_time: None,
                     payload_id: d.payload_id.clone(),
                     version: d.version,
-                    payload: body.to_string(),
+                    payload: body.clone(),
                 });
             }
         } else if let Some(data) = obj.get("data") {
@@ -154,10 +203,7 @@ pub fn parse(d: &Delivery) -> Result<Item, String> {
                 })?;
                 let meta = rec.get("metadata");
                 let start_time = s(meta.and_then(|m| m.get("start_time")));
-                let day_based = matches!(
-                    event_type.as_str(),
-                    "daily" | "body" | "menstruation" | "nutrition"
-                );
+                let day_based = DAY_BASED.contains(&event_type.as_str());
                 let mut single: Map<String, Value> = obj.clone();
                 single.insert("data".into(), Value::Array(vec![rec.clone()]));
                 item.data.push(DataRow {
@@ -177,7 +223,7 @@ pub fn parse(d: &Delivery) -> Result<Item, String> {
                     end_time: s(meta.and_then(|m| m.get("end_time"))),
                     payload_id: d.payload_id.clone(),
                     version: d.version,
-                    payload: Value::Object(single).to_string(),
+                    payload: Value::Object(single),
                 });
             }
         } else if item.deletes.is_empty() {
@@ -201,7 +247,7 @@ pub fn parse(d: &Delivery) -> Result<Item, String> {
             user_id,
             payload_type: event_type,
             data_type: s(obj.get("data_type")),
-            payload: body.to_string(),
+            payload: body.clone(),
         });
     }
     Ok(item)
@@ -301,7 +347,7 @@ mod tests {
         assert_eq!(item.data.len(), 2);
         assert_eq!(item.data[0].record_key, "2026-07-02");
         assert_eq!(item.data[1].record_key, "2026-07-03");
-        let p: Value = serde_json::from_str(&item.data[1].payload).unwrap();
+        let p = item.data[1].payload.clone();
         assert_eq!(p["data"].as_array().unwrap().len(), 1);
         assert_eq!(p["data"][0], body["data"][1]);
         assert_eq!(p["user"], body["user"]);

@@ -8,26 +8,8 @@ pub enum Dialect {
     Sqlite,
 }
 
-pub const USERS: &str = "terra_users";
-pub const DATA: &str = "terra_data_payloads";
-pub const MISC: &str = "terra_misc_payloads";
-pub const TABLES: [&str; 3] = [USERS, DATA, MISC];
+pub use crate::plan::{DATA, DATA_COLS, MISC, MISC_COLS, TABLES, USER_COLS, USERS};
 
-/// Columns of one `terra_data_payloads` row, in bind order.
-pub const DATA_COLS: [&str; 12] = [
-    "user_id",
-    "data_type",
-    "record_key",
-    "summary_id",
-    "day",
-    "start_time",
-    "end_time",
-    "payload_id",
-    "version",
-    "created_at",
-    "updated_at",
-    "payload",
-];
 /// Columns updated when a newer version arrives (everything but the key and `created_at`).
 const DATA_UPDATED: [&str; 8] = [
     "summary_id",
@@ -38,24 +20,6 @@ const DATA_UPDATED: [&str; 8] = [
     "updated_at",
     "payload",
     "version",
-];
-pub const USER_COLS: [&str; 8] = [
-    "user_id",
-    "reference_id",
-    "provider",
-    "granted_scopes",
-    "state",
-    "state_changed_at",
-    "created_at",
-    "updated_at",
-];
-pub const MISC_COLS: [&str; 6] = [
-    "payload_id",
-    "user_id",
-    "payload_type",
-    "data_type",
-    "created_at",
-    "payload",
 ];
 
 impl Dialect {

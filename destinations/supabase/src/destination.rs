@@ -8,9 +8,11 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
+use crate::Settings;
 use crate::classify::{Context, Failure, classify_error, classify_status};
-use crate::plan::{Item, Plan, parse, ts};
-use crate::{DATA, MISC, Settings, USERS};
+use manifold_sql::plan::{
+    DATA, DATA_COLS, Item, MISC, MISC_COLS, Plan, USER_COLS, USERS, parse, ts,
+};
 
 /// Rows per request (PostgREST builds one statement per request).
 const ROWS_PER_REQUEST: usize = 500;
@@ -183,14 +185,8 @@ impl SupabaseDestination {
             })
             .collect();
         if !users.is_empty() {
-            self.post(
-                USERS,
-                "user_id",
-                "merge-duplicates",
-                &crate::plan::USER_COLS,
-                &users,
-            )
-            .await?;
+            self.post(USERS, "user_id", "merge-duplicates", &USER_COLS, &users)
+                .await?;
         }
         for d in &plan.deletes {
             let base = [
@@ -228,7 +224,7 @@ impl SupabaseDestination {
                 DATA,
                 "user_id,data_type,record_key",
                 "merge-duplicates",
-                &crate::plan::DATA_COLS,
+                &DATA_COLS,
                 &data,
             )
             .await?;
@@ -248,14 +244,8 @@ impl SupabaseDestination {
             })
             .collect();
         if !misc.is_empty() {
-            self.post(
-                MISC,
-                "payload_id",
-                "ignore-duplicates",
-                &crate::plan::MISC_COLS,
-                &misc,
-            )
-            .await?;
+            self.post(MISC, "payload_id", "ignore-duplicates", &MISC_COLS, &misc)
+                .await?;
         }
         Ok(())
     }
@@ -324,7 +314,7 @@ impl Destination for SupabaseDestination {
             MISC,
             "payload_id",
             "ignore-duplicates",
-            &crate::plan::MISC_COLS,
+            &MISC_COLS,
             &[probe],
         )
         .await

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! # Tables (created once by the user: `manifold supabase init` prints [`init_sql`])
-//! The same tables, columns, keys and merge rules as the SQL destination (`manifold-sql`):
+//! The same tables, columns, keys and merge rules as the SQL destination: the rows are planned by
+//! [`manifold_sql::plan`], the one place those rules live.
 //! * `terra_users(user_id PK, reference_id, provider, granted_scopes, state, state_changed_at,
 //!   created_at, updated_at)`: upserted by every event that names a user; `auth`/`user_reauth` →
 //!   `active`, `deauth` → `deauthenticated`, `access_revoked` → `revoked`, and a state change only
@@ -50,7 +51,6 @@
 
 mod classify;
 mod destination;
-mod plan;
 
 pub use classify::Failure;
 pub use destination::SupabaseDestination;
@@ -73,9 +73,8 @@ pub const DEFAULT_SCHEMA: &str = "public";
 /// Default `rest_path` (Supabase's).
 pub const DEFAULT_REST_PATH: &str = "/rest/v1";
 
-pub const USERS: &str = "terra_users";
-pub const DATA: &str = "terra_data_payloads";
-pub const MISC: &str = "terra_misc_payloads";
+/// The table names, columns and row rules are the SQL destination's ([`manifold_sql::plan`]).
+pub use manifold_sql::plan::{DATA, MISC, USERS};
 
 /// The Supabase destination's own settings, as written in the config file.
 #[derive(Debug, Deserialize)]
