@@ -1,6 +1,7 @@
 //! The HTTP client, deliveries, `check()`, the blob store and error classification.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use manifold_core::blob::BlobStore;
 use manifold_core::destination::{Delivery, Destination, Outcome, Response};
 use reqwest::{Method, StatusCode};
 
+use crate::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 use crate::sas::{self, API_VERSION, SasRequest};
 use crate::{Auth, MAX_BATCH, Settings, layout};
 
@@ -25,7 +27,29 @@ pub struct AzureBlobDestination {
     name: String,
     settings: Settings,
     client: OnceLock<Result<reqwest::Client, String>>,
+    /// Writers of one record blob, one at a time (see [`newest`]).
+    locks: KeyLocks,
+    /// Whether the "cannot read blobs" warning was logged.
+    unreadable_warned: AtomicBool,
 }
+
+/// A condition on a Put Blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// Only if no blob exists (`If-None-Match: *`).
+    Absent,
+    /// Only if the blob still has this ETag (`If-Match`).
+    Etag(String),
+}
+
+/// A blob upload: body, content type, metadata and condition.
+type Upload<'a> = (
+    Bytes,
+    &'a str,
+    &'a [(&'a str, Option<&'a str>)],
+    &'a Precondition,
+);
 
 impl std::fmt::Debug for AzureBlobDestination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,9 +84,6 @@ fn error_message(body: &str) -> String {
     first.chars().take(300).collect()
 }
 
-/// A blob upload: body, content type and metadata.
-type Upload<'a> = (Bytes, &'a str, &'a [(&'a str, Option<&'a str>)]);
-
 /// A `Retry-After` header: seconds, or an HTTP date.
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -79,6 +100,8 @@ impl AzureBlobDestination {
             name: name.to_string(),
             settings,
             client: OnceLock::new(),
+            locks: KeyLocks::default(),
+            unreadable_warned: AtomicBool::new(false),
         }
     }
 
@@ -252,10 +275,15 @@ impl AzureBlobDestination {
                 "x-ms-date",
                 Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
             );
-        if let Some((bytes, content_type, meta)) = body {
+        if let Some((bytes, content_type, meta, precondition)) = body {
             req = req
                 .header("x-ms-blob-type", "BlockBlob")
                 .header(reqwest::header::CONTENT_TYPE, content_type);
+            match precondition {
+                Precondition::None => {}
+                Precondition::Absent => req = req.header(reqwest::header::IF_NONE_MATCH, "*"),
+                Precondition::Etag(tag) => req = req.header(reqwest::header::IF_MATCH, tag),
+            }
             for (k, v) in meta {
                 if let Some(v) = v {
                     req = req.header(format!("x-ms-meta-{k}"), header_safe(v));
@@ -282,23 +310,108 @@ impl AzureBlobDestination {
         Err(self.classify_status(status, &code, &error_message(&text), after, op, name))
     }
 
-    /// Write (or overwrite) one block blob.
+    /// Write (or overwrite) one block blob, if `precondition` holds.
     pub async fn put_blob(
         &self,
         name: &str,
         body: Bytes,
         content_type: &str,
         meta: &[(&str, Option<&str>)],
+        precondition: &Precondition,
     ) -> Result<(), Outcome> {
         self.send(
             Method::PUT,
             "Put Blob",
             name,
             "cw",
-            Some((body, content_type, meta)),
+            Some((body, content_type, meta, precondition)),
         )
         .await
         .map(|_| ())
+    }
+
+    /// The stored blob's record version and ETag (Get Blob Properties).
+    pub async fn stored(&self, name: &str) -> Result<Stored, Outcome> {
+        let op = "Get Blob Properties";
+        let client = self.client()?;
+        let url = format!("{}?{}", self.blob_url(name), self.request_sas("r"));
+        let resp = client
+            .head(&url)
+            .header("x-ms-version", API_VERSION)
+            .header(
+                "x-ms-date",
+                Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.classify_error(&e, op, name))?;
+        let status = resp.status();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match status.as_u16() {
+            200..=299 => Ok(Stored::Present {
+                version: header(&format!("x-ms-meta-{VERSION_META}"))
+                    .and_then(|v| v.trim().parse().ok()),
+                tag: header("etag").unwrap_or_default(),
+            }),
+            404 => Ok(Stored::Absent),
+            403 => Ok(Stored::Unreadable),
+            _ => {
+                let code = header("x-ms-error-code").unwrap_or_default();
+                let after = retry_after(resp.headers());
+                Err(self.classify_status(status, &code, "", after, op, name))
+            }
+        }
+    }
+
+    /// Write a record blob unless the container holds a newer version of the record
+    /// ([`newest`]); `Ok(false)` when skipped for that reason.
+    async fn put_record(
+        &self,
+        d: &Delivery,
+        o: &layout::PlannedObject,
+        meta: &[(&str, Option<&str>)],
+    ) -> Result<bool, Outcome> {
+        let _writer = self.locks.lock(&o.key).await;
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let stored = self.stored(&o.key).await?;
+            if stored.is_newer_than(d.version) {
+                return Ok(false);
+            }
+            let pre = match stored {
+                Stored::Absent => Precondition::Absent,
+                Stored::Present { tag, .. } if !tag.is_empty() => Precondition::Etag(tag),
+                Stored::Present { .. } => Precondition::None,
+                Stored::Unreadable => {
+                    if !self.unreadable_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            destination = %self.name,
+                            "reading blob properties is refused (403): updated records are \
+                             written without checking the stored version, so only this process \
+                             keeps the newest one; add `r` to the SAS"
+                        );
+                    }
+                    Precondition::None
+                }
+            };
+            match self
+                .put_blob(&o.key, o.body.clone(), o.content_type, meta, &pre)
+                .await
+            {
+                Ok(()) => return Ok(true),
+                // Another writer changed the blob between our read and write: read again.
+                Err(out) if lost_race(&out) => continue,
+                Err(out) => return Err(out),
+            }
+        }
+        Err(Outcome::retry(format!(
+            "Put Blob {}/{}: the blob kept changing under concurrent writers; will retry",
+            self.settings.container, o.key
+        )))
     }
 
     async fn deliver_one(&self, d: &Delivery) -> Outcome {
@@ -306,18 +419,51 @@ impl AzureBlobDestination {
             Ok(o) => o,
             Err(reason) => return Outcome::permanent(reason),
         };
+        let version = d.version.to_string();
         let meta = [
             ("traceid", Some(d.trace_id())),
             ("userid", d.user_id.as_deref()),
             ("eventtype", Some(d.event_type.as_str())),
+            (VERSION_META, Some(version.as_str())),
         ];
-        for o in objects {
-            if let Err(out) = self.put_blob(&o.key, o.body, o.content_type, &meta).await {
-                return out;
+        let mut superseded = Vec::new();
+        for o in &objects {
+            let res = if newest::is_record_object(d, &o.key) {
+                self.put_record(d, o, &meta).await
+            } else {
+                self.put_blob(
+                    &o.key,
+                    o.body.clone(),
+                    o.content_type,
+                    &meta,
+                    &Precondition::None,
+                )
+                .await
+                .map(|()| true)
+            };
+            match res {
+                Ok(true) => {}
+                Ok(false) => superseded.push(o.key.as_str()),
+                Err(out) => return out,
             }
         }
-        Outcome::delivered()
+        if superseded.is_empty() {
+            Outcome::delivered()
+        } else {
+            Outcome::Delivered {
+                response: Response::default().with_body(format!(
+                    "not written: a newer version of the record is stored at {}",
+                    superseded.join(", ")
+                )),
+            }
+        }
     }
+}
+
+/// A conditional Put Blob refused because the blob changed (412 `ConditionNotMet`) or appeared
+/// (409 `BlobAlreadyExists`).
+fn lost_race(o: &Outcome) -> bool {
+    matches!(o.response().and_then(|r| r.status), Some(412 | 409))
 }
 
 fn reason_of(o: &Outcome) -> String {
@@ -346,6 +492,7 @@ impl Destination for AzureBlobDestination {
             Bytes::from_static(b"manifold check --connect: safe to delete\n"),
             "text/plain",
             &[],
+            &Precondition::None,
         )
         .await
         .map_err(|o| reason_of(&o))?;
@@ -369,8 +516,14 @@ impl BlobStore for AzureBlobDestination {
     /// Writes under this destination's `prefix`.
     async fn put(&self, key: &str, body: &[u8], content_type: &str) -> Result<(), Outcome> {
         let name = layout::join(&self.settings.prefix, key);
-        self.put_blob(&name, Bytes::copy_from_slice(body), content_type, &[])
-            .await
+        self.put_blob(
+            &name,
+            Bytes::copy_from_slice(body),
+            content_type,
+            &[],
+            &Precondition::None,
+        )
+        .await
     }
 
     /// A read SAS signed with the account key, or the configured SAS URL if it grants `r` (its

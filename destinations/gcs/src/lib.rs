@@ -30,6 +30,7 @@
 
 pub mod auth;
 pub mod layout;
+pub mod newest;
 mod store;
 
 pub use store::GcsDestination;

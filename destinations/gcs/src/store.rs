@@ -1,5 +1,6 @@
 //! The HTTP client, access tokens, deliveries, `check()`, the blob store and classification.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 
 use crate::auth::{self, ServiceAccount};
+use crate::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 use crate::{MAX_BATCH, Settings, layout};
 
 /// How long to wait for a TCP/TLS connection.
@@ -34,6 +36,10 @@ pub struct GcsDestination {
     client: OnceLock<Result<reqwest::Client, String>>,
     account: OnceCell<Result<Option<Arc<ServiceAccount>>, String>>,
     token: Mutex<Option<(String, Instant)>>,
+    /// Writers of one record object, one at a time (see [`newest`]).
+    locks: KeyLocks,
+    /// Whether the "cannot read objects" warning was logged.
+    unreadable_warned: AtomicBool,
 }
 
 impl std::fmt::Debug for GcsDestination {
@@ -83,6 +89,8 @@ impl GcsDestination {
             client: OnceLock::new(),
             account: OnceCell::new(),
             token: Mutex::new(None),
+            locks: KeyLocks::default(),
+            unreadable_warned: AtomicBool::new(false),
         }
     }
 
@@ -283,13 +291,15 @@ impl GcsDestination {
         }
     }
 
-    /// Upload (or overwrite) one object with its metadata (`uploadType=multipart`).
+    /// Upload (or overwrite) one object with its metadata (`uploadType=multipart`). With
+    /// `if_generation`, only if the object's generation is that (`0`: only if it does not exist).
     pub async fn put_object(
         &self,
         name: &str,
         body: &[u8],
         content_type: &str,
         meta: &[(&str, Option<&str>)],
+        if_generation: Option<i64>,
     ) -> Result<(), Outcome> {
         let client = self.client()?;
         let bearer = self.bearer().await?;
@@ -311,11 +321,14 @@ impl GcsDestination {
         );
         data.extend_from_slice(body);
         data.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let url = format!(
+        let mut url = format!(
             "{}/upload/storage/v1/b/{}/o?uploadType=multipart",
             self.settings.origin,
             auth::encode_component(&self.settings.bucket)
         );
+        if let Some(g) = if_generation {
+            url.push_str(&format!("&ifGenerationMatch={g}"));
+        }
         let mut req = client
             .post(&url)
             .header(
@@ -366,25 +379,142 @@ impl GcsDestination {
         Err(self.classify_status(status, &error_message(&text), after, "delete", name))
     }
 
+    /// The stored object's record version and generation (objects.get metadata).
+    pub async fn stored(&self, name: &str) -> Result<Stored, Outcome> {
+        let client = self.client()?;
+        let bearer = self.bearer().await?;
+        let url = format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.settings.origin,
+            auth::encode_component(&self.settings.bucket),
+            auth::encode_component(name)
+        );
+        let mut req = client.get(&url);
+        if let Some(t) = &bearer {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.classify_error(&e, "get metadata", name))?;
+        let status = resp.status();
+        match status.as_u16() {
+            404 => return Ok(Stored::Absent),
+            403 => return Ok(Stored::Unreadable),
+            _ => {}
+        }
+        let after = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(self.classify_status(
+                status,
+                &error_message(&text),
+                after,
+                "get metadata",
+                name,
+            ));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            Outcome::retry(format!(
+                "get metadata {}: the answer is not JSON ({e})",
+                self.target(name)
+            ))
+        })?;
+        let number = |x: Option<&Value>| match x {
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        };
+        Ok(Stored::Present {
+            version: number(v.pointer(&format!("/metadata/{VERSION_META}"))),
+            tag: number(v.get("generation"))
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Write a record object unless the bucket holds a newer version of the record
+    /// ([`newest`]); `Ok(false)` when skipped for that reason.
+    async fn put_record(
+        &self,
+        d: &Delivery,
+        o: &layout::PlannedObject,
+        meta: &[(&str, Option<&str>)],
+    ) -> Result<bool, Outcome> {
+        let _writer = self.locks.lock(&o.key).await;
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let stored = self.stored(&o.key).await?;
+            if stored.is_newer_than(d.version) {
+                return Ok(false);
+            }
+            let if_generation = match stored {
+                Stored::Absent => Some(0),
+                Stored::Present { tag, .. } => tag.parse::<i64>().ok(),
+                Stored::Unreadable => {
+                    if !self.unreadable_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            destination = %self.name,
+                            "reading object metadata is refused (403): updated records are \
+                             written without checking the stored version, so only this process \
+                             keeps the newest one; grant {OVERWRITE_ROLE}"
+                        );
+                    }
+                    None
+                }
+            };
+            match self
+                .put_object(&o.key, &o.body, o.content_type, meta, if_generation)
+                .await
+            {
+                Ok(()) => return Ok(true),
+                // Another writer changed the object between our read and write: read again.
+                Err(out) if lost_race(&out) => continue,
+                Err(out) => return Err(out),
+            }
+        }
+        Err(Outcome::retry(format!(
+            "upload {}: the object kept changing under concurrent writers; will retry",
+            self.target(&o.key)
+        )))
+    }
+
     async fn deliver_one(&self, d: &Delivery) -> Outcome {
         let objects = match layout::plan(&self.settings.prefix, d) {
             Ok(o) => o,
             Err(reason) => return Outcome::permanent(reason),
         };
+        let version = d.version.to_string();
         let meta = [
             ("trace-id", Some(d.trace_id())),
             ("user-id", d.user_id.as_deref()),
             ("event-type", Some(d.event_type.as_str())),
+            (VERSION_META, Some(version.as_str())),
         ];
-        for o in objects {
-            if let Err(out) = self
-                .put_object(&o.key, &o.body, o.content_type, &meta)
-                .await
-            {
-                return out;
+        let mut superseded = Vec::new();
+        for o in &objects {
+            let res = if newest::is_record_object(d, &o.key) {
+                self.put_record(d, o, &meta).await
+            } else {
+                self.put_object(&o.key, &o.body, o.content_type, &meta, None)
+                    .await
+                    .map(|()| true)
+            };
+            match res {
+                Ok(true) => {}
+                Ok(false) => superseded.push(o.key.as_str()),
+                Err(out) => return out,
             }
         }
-        Outcome::delivered()
+        if superseded.is_empty() {
+            Outcome::delivered()
+        } else {
+            Outcome::Delivered {
+                response: Response::default().with_body(format!(
+                    "not written: a newer version of the record is stored at {}",
+                    superseded.join(", ")
+                )),
+            }
+        }
     }
 
     /// A GET link for object `name`: V4-signed with the key, or the emulator's media URL.
@@ -404,6 +534,11 @@ impl GcsDestination {
             )),
         }
     }
+}
+
+/// A conditional upload refused because the object's generation changed (412).
+fn lost_race(o: &Outcome) -> bool {
+    o.response().and_then(|r| r.status) == Some(412)
 }
 
 fn reason_of(o: &Outcome) -> String {
@@ -432,6 +567,7 @@ impl Destination for GcsDestination {
             b"manifold check --connect: safe to delete\n",
             "text/plain",
             &[],
+            None,
         )
         .await
         .map_err(|o| reason_of(&o))?;
@@ -452,7 +588,7 @@ impl BlobStore for GcsDestination {
     /// Writes under this destination's `prefix`.
     async fn put(&self, key: &str, body: &[u8], content_type: &str) -> Result<(), Outcome> {
         let name = layout::join(&self.settings.prefix, key);
-        self.put_object(&name, body, content_type, &[]).await
+        self.put_object(&name, body, content_type, &[], None).await
     }
 
     async fn presign_get(&self, key: &str, expires: Duration) -> Result<String, String> {

@@ -145,3 +145,60 @@ async fn a_missing_bucket_is_permanent() {
     let e = dest.check().await.unwrap_err();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+/// Versions 1–5 of one record, each with its own score.
+fn versions(user: &str) -> Vec<manifold_core::destination::Delivery> {
+    (1..=5)
+        .map(|v| {
+            let mut d = sample_delivery("sleep", user, 1);
+            let mut body: Value = serde_json::from_slice(&d.body).unwrap();
+            body["data"][0]["scores"]["sleep"] = json!(80 + v);
+            d.body = Bytes::from(serde_json::to_vec(&body).unwrap());
+            d.version = v;
+            d
+        })
+        .collect()
+}
+
+/// The engine may hand versions of one record to concurrent deliveries, or retry an old one
+/// after a newer one was stored: the object keeps the newest version (issue #7 proof, where a
+/// `daily` object ended up with version 2 of 3 before this guard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_never_replaces_a_newer_one() {
+    let b = Bucket::new().await;
+    let dest = build(&b.toml(""), &BuildContext::default(), "gcs");
+    let u = format!("u-{}", uuid::Uuid::new_v4().simple());
+    let all = versions(&u);
+    // All five at once, newest first, so without the guard the oldest would be written last.
+    let batch: Vec<_> = all.iter().rev().cloned().collect();
+    let out = dest.deliver(&batch).await;
+    assert!(
+        out.iter().all(|o| matches!(o, Outcome::Delivered { .. })),
+        "{out:?}"
+    );
+    // A late retry of version 2.
+    let out = dest.deliver(std::slice::from_ref(&all[1])).await;
+    match &out[0] {
+        Outcome::Delivered { response } => assert!(
+            response
+                .body
+                .as_deref()
+                .unwrap_or("")
+                .contains("newer version"),
+            "{response:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let names = b.names("").await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    let obj = b.get(&names[0]).await.unwrap();
+    assert!(
+        obj.body == all[4].body.to_vec(),
+        "the object holds an older version"
+    );
+    assert_eq!(
+        obj.metadata.get("trace-id").map(String::as_str),
+        Some(all[4].trace_id())
+    );
+    assert_eq!(obj.metadata.get("version").map(String::as_str), Some("5"));
+}

@@ -31,6 +31,7 @@
 //! other 4xx → permanent, with a reason that names the fix.
 
 pub mod layout;
+pub mod newest;
 mod store;
 
 pub use store::S3Destination;

@@ -1,6 +1,7 @@
 //! The S3 client, deliveries, `check()`, the blob store and error classification.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use manifold_core::destination::{Delivery, Destination, Outcome, Response};
 use tokio::sync::OnceCell;
 
 use crate::layout::{self, PlannedObject};
+use crate::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 use crate::{MAX_BATCH, Settings};
 
 /// How long to wait for a TCP/TLS connection.
@@ -30,6 +32,20 @@ pub struct S3Destination {
     name: String,
     settings: Settings,
     client: OnceCell<Client>,
+    /// Writers of one record object, one at a time (see [`newest`]).
+    locks: KeyLocks,
+    /// Whether the "cannot read objects" warning was logged.
+    unreadable_warned: AtomicBool,
+}
+
+/// A condition on a PutObject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// Only if no object exists (`If-None-Match: *`).
+    Absent,
+    /// Only if the object still has this ETag (`If-Match`).
+    Etag(String),
 }
 
 impl std::fmt::Debug for S3Destination {
@@ -95,6 +111,8 @@ impl S3Destination {
             name: name.to_string(),
             settings,
             client: OnceCell::new(),
+            locks: KeyLocks::default(),
+            unreadable_warned: AtomicBool::new(false),
         }
     }
 
@@ -129,6 +147,7 @@ impl S3Destination {
         content_type: &str,
         meta: &[(&str, Option<&str>)],
         compress: bool,
+        precondition: &Precondition,
     ) -> Result<(), Outcome> {
         let s = &self.settings;
         let (body, encoding) = if compress {
@@ -149,6 +168,11 @@ impl S3Destination {
         if let Some(e) = encoding {
             req = req.content_encoding(e);
         }
+        match precondition {
+            Precondition::None => {}
+            Precondition::Absent => req = req.if_none_match("*"),
+            Precondition::Etag(tag) => req = req.if_match(tag),
+        }
         for (k, v) in meta {
             if let Some(v) = v {
                 req = req.metadata(*k, header_safe(v));
@@ -160,25 +184,129 @@ impl S3Destination {
             .map_err(|e| self.classify(&e, "PutObject", Some(key)))
     }
 
+    /// The stored object's record version and ETag (HeadObject).
+    pub async fn stored(&self, key: &str) -> Result<Stored, Outcome> {
+        let res = self
+            .client()
+            .await
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send()
+            .await;
+        match res {
+            Ok(o) => Ok(Stored::Present {
+                version: o
+                    .metadata()
+                    .and_then(|m| m.get(VERSION_META))
+                    .and_then(|v| v.trim().parse().ok()),
+                tag: o.e_tag().unwrap_or_default().to_string(),
+            }),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => {
+                Ok(Stored::Absent)
+            }
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 403 => {
+                Ok(Stored::Unreadable)
+            }
+            Err(e) => Err(self.classify(&e, "HeadObject", Some(key))),
+        }
+    }
+
+    /// Write a record object unless the bucket holds a newer version of the record
+    /// ([`newest`]); `Ok(false)` when skipped for that reason.
+    async fn put_record(
+        &self,
+        d: &Delivery,
+        o: &PlannedObject,
+        meta: &[(&str, Option<&str>)],
+    ) -> Result<bool, Outcome> {
+        let _writer = self.locks.lock(&o.key).await;
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let stored = self.stored(&o.key).await?;
+            if stored.is_newer_than(d.version) {
+                return Ok(false);
+            }
+            let pre = match stored {
+                Stored::Absent => Precondition::Absent,
+                Stored::Present { tag, .. } if !tag.is_empty() => Precondition::Etag(tag),
+                Stored::Present { .. } => Precondition::None,
+                Stored::Unreadable => {
+                    if !self.unreadable_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            destination = %self.name,
+                            "HeadObject is refused (403): updated records are written without                              checking the stored version, so only this process keeps the newest                              one; grant s3:GetObject on the prefix"
+                        );
+                    }
+                    Precondition::None
+                }
+            };
+            match self
+                .put(
+                    &o.key,
+                    o.body.clone(),
+                    o.content_type,
+                    meta,
+                    self.settings.gzip,
+                    &pre,
+                )
+                .await
+            {
+                Ok(()) => return Ok(true),
+                // Another writer changed the object between our read and write: read again.
+                Err(out) if lost_race(&out) => continue,
+                Err(out) => return Err(out),
+            }
+        }
+        Err(Outcome::retry(format!(
+            "PutObject s3://{}/{}: the object kept changing under concurrent writers; will retry",
+            self.settings.bucket, o.key
+        )))
+    }
+
     async fn deliver_one(&self, d: &Delivery) -> Outcome {
         let objects = match self.plan(d) {
             Ok(o) => o,
             Err(reason) => return Outcome::permanent(reason),
         };
+        let version = d.version.to_string();
         let meta = [
             ("trace-id", Some(d.trace_id())),
             ("user-id", d.user_id.as_deref()),
             ("event-type", Some(d.event_type.as_str())),
+            (VERSION_META, Some(version.as_str())),
         ];
-        for o in objects {
-            if let Err(out) = self
-                .put(&o.key, o.body, o.content_type, &meta, self.settings.gzip)
+        let mut superseded = Vec::new();
+        for o in &objects {
+            let res = if newest::is_record_object(d, &o.key) {
+                self.put_record(d, o, &meta).await
+            } else {
+                self.put(
+                    &o.key,
+                    o.body.clone(),
+                    o.content_type,
+                    &meta,
+                    self.settings.gzip,
+                    &Precondition::None,
+                )
                 .await
-            {
-                return out;
+                .map(|()| true)
+            };
+            match res {
+                Ok(true) => {}
+                Ok(false) => superseded.push(o.key.as_str()),
+                Err(out) => return out,
             }
         }
-        Outcome::delivered()
+        if superseded.is_empty() {
+            Outcome::delivered()
+        } else {
+            Outcome::Delivered {
+                response: Response::default().with_body(format!(
+                    "not written: a newer version of the record is stored at {}",
+                    superseded.join(", ")
+                )),
+            }
+        }
     }
 
     /// Classify an SDK error for operation `op` (on `key`, if any).
@@ -340,6 +468,12 @@ impl S3Destination {
     }
 }
 
+/// A conditional write refused because the object changed (412) or a concurrent conditional
+/// write was in progress (409 `ConditionalRequestConflict`).
+fn lost_race(o: &Outcome) -> bool {
+    matches!(o.response().and_then(|r| r.status), Some(412 | 409))
+}
+
 fn reason_of(o: &Outcome) -> String {
     o.reason().unwrap_or("failed").to_string()
 }
@@ -374,6 +508,7 @@ impl Destination for S3Destination {
             "text/plain",
             &[],
             false,
+            &Precondition::None,
         )
         .await
         .map_err(|o| reason_of(&o))?;
@@ -406,6 +541,7 @@ impl BlobStore for S3Destination {
             content_type,
             &[],
             false,
+            &Precondition::None,
         )
         .await
     }
