@@ -1,7 +1,8 @@
 //! Manifold's HTTP surface: the publish API (`POST /v2/events`), the admin API (deliveries,
 //! replays, destination enable/disable), the Oura webhook intake and connect flow (`/oura/*`,
 //! `/v2/auth/*`, `/v2/userInfo`, `/v2/users/{id}`), the history data endpoints
-//! (`/v2/{activity,athlete,body,daily,menstruation,sleep}`), `/healthz`, `/readyz` and `/metrics`.
+//! (`/v2/{activity,athlete,body,daily,menstruation,sleep}`), `/healthz`, `/readyz`, `/metrics`
+//! and the operator dashboard (`/ui`).
 
 mod admin;
 mod auth;
@@ -11,6 +12,7 @@ mod metrics_route;
 pub mod oura_intake;
 pub mod problem;
 mod publish;
+pub mod ui;
 mod users;
 
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/deliveries", get(admin::list_deliveries))
         .route("/admin/deliveries/{id}/attempts", get(admin::attempts))
         .route("/admin/deliveries/{id}/replay", post(admin::replay))
+        .route("/admin/payloads/{id}", get(admin::payload))
+        .route("/admin/users", get(admin::users))
         .route("/admin/destinations", get(admin::destinations))
         .route(
             "/admin/destinations/{name}/replay",
@@ -71,7 +75,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/daily", get(history::daily))
         .route("/v2/menstruation", get(history::menstruation))
         .route("/v2/sleep", get(history::sleep))
+        .route("/v2/requests", get(history::list_requests))
+        .route("/v2/requests/{reference}", get(history::request_status))
         .route("/v2/users/{user_id}", patch(users::patch_user))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(admin::ready))
         .route("/metrics", get(metrics_route::metrics))

@@ -7,6 +7,8 @@
 //! mapped to Terra payloads and delivered. One line is printed per payload, then a summary.
 //! `--forward-to URL --secret S` also delivers every payload, signed, to your own receiver;
 //! `--config FILE` adds that file's destinations (e.g. a real database or bucket).
+//! `--open-ui` opens the operator dashboard (`/ui`) in a browser and keeps everything running
+//! after the payloads are delivered, until Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,9 @@ pub struct DemoArgs {
     /// Print only the summary.
     #[arg(long)]
     quiet: bool,
+    /// Open the dashboard (/ui) in a browser and keep running after delivery, until Ctrl-C.
+    #[arg(long)]
+    open_ui: bool,
 }
 
 const DEMO_SECRET: &str = "demo-signing-secret";
@@ -194,6 +199,20 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
         "  manifold  http://{api_addr}  (x-api-key: {API_KEY}; try /metrics, /admin/deliveries)"
     );
     println!("  receiver  http://{recv_addr}/hooks/terra (verifies terra-signature)");
+    let dashboard = format!("http://{api_addr}/ui");
+    if args.open_ui {
+        // The fragment never reaches the server; the page moves the key into sessionStorage.
+        let opened = open_browser(&format!("{dashboard}#key={API_KEY}"));
+        println!(
+            "  dashboard {dashboard}  (API key: {API_KEY}; {})",
+            match opened {
+                Some(tool) => format!("opening it with {tool}"),
+                None => "open it in a browser".to_string(),
+            }
+        );
+    } else {
+        println!("  dashboard {dashboard}  (API key: {API_KEY}; --open-ui keeps it running)");
+    }
     if let Some(url) = &args.forward_to {
         println!("  forward   {url}");
     }
@@ -270,15 +289,54 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
             .map(|m| m.values().map(|s| s.pending).sum())
             .unwrap_or(0);
         let received = seen.lock().map(|s| s.received).unwrap_or(0);
-        if (received > 0 && pending == 0 && quiet_for > Duration::from_millis(1500))
+        // Done means the whole pipeline is empty, not merely quiet for a moment: the simulator
+        // has sent every notification, the engine has fetched every one of them, the backfills
+        // after connect have finished, and the outbox holds nothing pending.
+        let sim_sending = sim
+            .sim
+            .deliveries()
+            .iter()
+            .any(|d| d["status"] == "pending");
+        let store = engine.store();
+        let fetching = store.oura_notifications_due().await.unwrap_or(1) > 0;
+        let backfilling = match store.history_requests(None, Some("processing"), 1).await {
+            Ok(r) => !r.is_empty(),
+            Err(_) => true,
+        } || match store.history_requests(None, Some("rate_limited"), 1).await {
+            Ok(r) => !r.is_empty(),
+            Err(_) => true,
+        };
+        let idle = !sim_sending && !fetching && !backfilling && pending == 0;
+        if (received > 0 && idle && quiet_for > Duration::from_millis(1500))
             || Instant::now() > deadline
         {
             break;
         }
     }
-    let _ = stop_tx.send(true);
-    while workers.join_next().await.is_some() {}
+    if !args.open_ui {
+        let _ = stop_tx.send(true);
+        while workers.join_next().await.is_some() {}
+    }
+    let ok = summary(&seen)?;
+    if args.open_ui {
+        println!();
+        println!(
+            "dashboard {dashboard} (API key: {API_KEY}) is still running; press Ctrl-C to stop"
+        );
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        while workers.join_next().await.is_some() {}
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
+/// Print the summary line; true when every payload was signed correctly and sleep and daily
+/// payloads arrived.
+fn summary(seen: &Mutex<Seen>) -> anyhow::Result<bool> {
     let s = seen
         .lock()
         .map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
@@ -299,13 +357,54 @@ retry = {{ max_attempts = 5, initial_backoff = "1s", max_backoff = "10s" }}
         pct(0.5),
         pct(0.99)
     );
-    let ok =
-        s.bad_signatures == 0 && s.by_type.contains_key("sleep") && s.by_type.contains_key("daily");
-    Ok(if ok {
-        ExitCode::SUCCESS
+    Ok(s.bad_signatures == 0 && s.by_type.contains_key("sleep") && s.by_type.contains_key("daily"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Ask the desktop to open `url` (`open` on macOS, `xdg-open` under X11/Wayland). Returns the
+/// tool used, or None when there is none (the caller prints the URL either way). Without a
+/// display `xdg-open` would fall back to a text browser in this terminal, so it is not tried.
+fn open_browser(url: &str) -> Option<&'static str> {
+    let tool = if cfg!(target_os = "macos") {
+        "open"
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        "xdg-open"
     } else {
-        ExitCode::FAILURE
-    })
+        return None;
+    };
+    let path = std::env::var_os("PATH")?;
+    let exe = std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())?;
+    let spawned = tokio::process::Command::new(exe)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            // Reap it; whether a browser really opened is up to the desktop.
+            tokio::spawn(async move { child.wait().await });
+            Some(tool)
+        }
+        Err(_) => None,
+    }
 }
 
 fn toml_string(s: &str) -> String {
