@@ -12,6 +12,7 @@ pub mod dispatcher;
 pub mod engine;
 pub mod event;
 pub mod format;
+pub mod newest;
 pub mod object_layout;
 pub mod retry;
 pub mod store;

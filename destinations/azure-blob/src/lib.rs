@@ -27,7 +27,6 @@
 //! permissions); 404 `ContainerNotFound` → permanent; 413 and other 4xx → permanent.
 
 pub mod layout;
-pub mod newest;
 pub mod sas;
 mod store;
 

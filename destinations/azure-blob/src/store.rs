@@ -11,9 +11,9 @@ use manifold_core::blob::BlobStore;
 use manifold_core::destination::{Delivery, Destination, Outcome, Response};
 use reqwest::{Method, StatusCode};
 
-use crate::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 use crate::sas::{self, API_VERSION, SasRequest};
 use crate::{Auth, MAX_BATCH, Settings, layout};
+use manifold_core::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 
 /// How long to wait for a TCP/TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -30,7 +30,6 @@
 
 pub mod auth;
 pub mod layout;
-pub mod newest;
 mod store;
 
 pub use store::GcsDestination;

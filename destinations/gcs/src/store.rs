@@ -15,8 +15,8 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 
 use crate::auth::{self, ServiceAccount};
-use crate::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 use crate::{MAX_BATCH, Settings, layout};
+use manifold_core::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 
 /// How long to wait for a TCP/TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -31,7 +31,6 @@
 //! other 4xx → permanent, with a reason that names the fix.
 
 pub mod layout;
-pub mod newest;
 mod store;
 
 pub use store::S3Destination;

@@ -19,8 +19,8 @@ use manifold_core::destination::{Delivery, Destination, Outcome, Response};
 use tokio::sync::OnceCell;
 
 use crate::layout::{self, PlannedObject};
-use crate::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 use crate::{MAX_BATCH, Settings};
+use manifold_core::newest::{self, CONFLICT_ATTEMPTS, KeyLocks, Stored, VERSION_META};
 
 /// How long to wait for a TCP/TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

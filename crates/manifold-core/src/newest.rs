@@ -11,12 +11,12 @@
 //! 3. skip the write when the stored version is newer, else write conditionally on what they
 //!    read (ETag / generation; a changed object means another writer won: read again).
 //!
-//! The same file is in manifold-s3, manifold-gcs and manifold-azure-blob: keep them in step.
+//! Shared by the object-store destinations (s3, gcs, azure-blob), like [`crate::object_layout`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use manifold_core::destination::Delivery;
+use crate::destination::Delivery;
 use tokio::sync::OwnedMutexGuard;
 
 /// Metadata name holding the record version an object was written from.
@@ -31,10 +31,7 @@ pub const CONFLICT_ATTEMPTS: usize = 4;
 /// (`…-<trace id>.json`) and are never overwritten by another payload.
 pub fn is_record_object(d: &Delivery, key: &str) -> bool {
     let key = key.strip_suffix(".gz").unwrap_or(key);
-    let tail = format!(
-        "-{}.json",
-        manifold_core::object_layout::sanitize(d.trace_id())
-    );
+    let tail = format!("-{}.json", crate::object_layout::sanitize(d.trace_id()));
     !key.ends_with(&tail)
 }
 
@@ -149,9 +146,10 @@ mod tests {
         assert!(!Stored::Unreadable.is_newer_than(1));
     }
 
+    #[cfg(feature = "testkit")]
     #[test]
     fn record_objects_are_the_ones_not_named_after_the_payload() {
-        let mut d = manifold_core::testkit::sample_delivery("sleep", "u1", 1);
+        let mut d = crate::testkit::sample_delivery("sleep", "u1", 1);
         d.payload_id = "01a2-trace".into();
         assert!(is_record_object(
             &d,
