@@ -74,7 +74,7 @@ pub struct Recorded {
     /// False when it was a duplicate of one already recorded.
     pub new: bool,
     /// `pending`, `unknown_user`, `unsupported`.
-    pub status: &'static str,
+    pub status: String,
 }
 
 /// Where the callback sends the browser.
@@ -306,8 +306,10 @@ impl Connector {
             .iter()
             .any(|t| t.eq_ignore_ascii_case(&n.data_type))
             && WEBHOOK_EVENT_TYPES.contains(&n.event_type.as_str());
-        let known = self.store().oura_user_by_oura_id(&n.user_id).await?;
-        let (status, error) = if !supported {
+        // Whether the user is connected is decided in the insert's own transaction.
+        let (status, error) = if supported {
+            ("pending", None)
+        } else {
             (
                 "unsupported",
                 Some(format!(
@@ -315,15 +317,8 @@ impl Connector {
                     n.data_type, n.event_type
                 )),
             )
-        } else if known.is_none() {
-            (
-                "unknown_user",
-                Some("no connected user has this Oura user id".to_string()),
-            )
-        } else {
-            ("pending", None)
         };
-        let new = self
+        let recorded = self
             .store()
             .oura_record_notification(&NewOuraNotification {
                 oura_user_id: n.user_id.clone(),
@@ -332,10 +327,12 @@ impl Connector {
                 event_type: n.event_type.clone(),
                 event_time: n.event_time.clone(),
                 status: status.into(),
-                last_error: error.clone(),
+                last_error: error,
+                require_user: true,
             })
             .await?;
-        metrics::counter!("manifold_oura_notifications_total", "status" => status, "duplicate" => if new { "false" } else { "true" }).increment(1);
+        let (new, status) = (recorded.new, recorded.status);
+        metrics::counter!("manifold_oura_notifications_total", "status" => status.clone(), "duplicate" => if new { "false" } else { "true" }).increment(1);
         if status != "pending" {
             tracing::warn!(data_type = %n.data_type, event_type = %n.event_type, status, "Oura notification recorded but not fetchable");
         }

@@ -24,6 +24,7 @@ fn note(user: &str, object: &str, event: &str) -> NewOuraNotification {
         event_time: "2026-07-01T08:00:00+00:00".into(),
         status: "pending".into(),
         last_error: None,
+        require_user: false,
     }
 }
 
@@ -127,6 +128,7 @@ async fn notifications(store: &Store) {
             .oura_record_notification(&note("A", "o1", "create"))
             .await
             .unwrap()
+            .new
     );
     // the same (user, type, object, event, time) is coalesced
     assert!(
@@ -134,17 +136,26 @@ async fn notifications(store: &Store) {
             .oura_record_notification(&note("A", "o1", "create"))
             .await
             .unwrap()
+            .new
     );
     assert!(
         store
             .oura_record_notification(&note("A", "o1", "update"))
             .await
             .unwrap()
+            .new
     );
     let mut unknown = note("B", "o2", "create");
     unknown.status = "unknown_user".into();
-    assert!(store.oura_record_notification(&unknown).await.unwrap());
-    assert_eq!(store.oura_notifications(100).await.unwrap().len(), 3);
+    assert!(store.oura_record_notification(&unknown).await.unwrap().new);
+    // With require_user, the store itself records a notification of an Oura user nobody
+    // connected as unknown_user (never claimed for fetching).
+    let mut strict = note("nobody-has-this-id", "o3", "create");
+    strict.require_user = true;
+    let r = store.oura_record_notification(&strict).await.unwrap();
+    assert!(r.new);
+    assert_eq!(r.status, "unknown_user");
+    assert_eq!(store.oura_notifications(100).await.unwrap().len(), 4);
 
     let (t1, batch) = store
         .oura_claim_notifications(10, Duration::from_secs(60))
@@ -204,6 +215,7 @@ async fn notifications(store: &Store) {
             .oura_record_notification(&note("A", "o9", "create"))
             .await
             .unwrap()
+            .new
     );
     let (_, b4) = store
         .oura_claim_notifications(10, Duration::from_millis(1))

@@ -13,7 +13,10 @@ use sqlx::any::AnyRow;
 use super::{Backend, Result, Store, now_ms, truncate};
 
 /// Notifications per multi-row INSERT (8 parameters each).
-const NOTIFICATION_CHUNK: usize = 200;
+pub(super) const NOTIFICATION_CHUNK: usize = 200;
+
+/// `last_error` of a notification whose Oura user id no connected user has.
+pub(super) const UNKNOWN_USER_ERROR: &str = "no connected user has this Oura user id";
 
 /// One row of `oura_users`. Tokens are ciphertext (the connector encrypts them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,18 @@ pub struct NewOuraNotification {
     /// `pending` (to fetch), or a final status such as `unknown_user` / `unsupported`.
     pub status: String,
     pub last_error: Option<String>,
+    /// Record a `pending` notification as `unknown_user` when no user has this Oura user id,
+    /// decided inside the insert's transaction (no separate lookup per notification).
+    pub require_user: bool,
+}
+
+/// How a notification was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRecorded {
+    /// False when the same notification was already recorded (coalesced).
+    pub new: bool,
+    /// The status it was recorded with (`pending`, `unknown_user`, …).
+    pub status: String,
 }
 
 /// A claimed notification.
@@ -378,7 +393,10 @@ impl Store {
     ///
     /// On SQLite the insert joins the writer's group commit, so thousands of notifications per
     /// second share a few statements and one fsync per group.
-    pub async fn oura_record_notification(&self, n: &NewOuraNotification) -> Result<bool> {
+    pub async fn oura_record_notification(
+        &self,
+        n: &NewOuraNotification,
+    ) -> Result<NotificationRecorded> {
         if let Some(w) = self.writer.as_ref() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             w.send(super::writer::Request::Notification {
@@ -396,18 +414,55 @@ impl Store {
             .oura_record_notifications_in(&mut tx, std::slice::from_ref(n))
             .await?;
         tx.commit().await?;
-        Ok(out.pop().unwrap_or(false))
+        out.pop()
+            .ok_or_else(|| super::StoreError::Other("no result".into()))
     }
 
     /// The statements of [`Store::oura_record_notification`] for several notifications, in the
-    /// caller's transaction: one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING (which
-    /// tells the new ones apart from duplicates) and one UPDATE stamping the users.
+    /// caller's transaction: which Oura users exist, one multi-row INSERT … ON CONFLICT DO
+    /// NOTHING RETURNING (which tells the new ones apart from duplicates) and one UPDATE
+    /// stamping the users. (SQLite's group-commit writer runs the same statements in
+    /// `writer.rs`.)
     pub(crate) async fn oura_record_notifications_in(
         &self,
         tx: &mut sqlx::AnyConnection,
         ns: &[NewOuraNotification],
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<NotificationRecorded>> {
         let now = now_ms();
+        let mut asked: Vec<&str> = ns
+            .iter()
+            .filter(|n| n.require_user && n.status == "pending")
+            .map(|n| n.oura_user_id.as_str())
+            .collect();
+        asked.sort_unstable();
+        asked.dedup();
+        let mut known = std::collections::HashSet::new();
+        for chunk in asked.chunks(NOTIFICATION_CHUNK) {
+            let sql = format!(
+                "SELECT oura_user_id FROM oura_users WHERE oura_user_id IN ({})",
+                super::placeholders(self.backend, 1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for u in chunk {
+                q = q.bind(*u);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                known.insert(row.get::<String, _>(0));
+            }
+        }
+        let decided: Vec<(&str, Option<String>)> = ns
+            .iter()
+            .map(|n| {
+                if n.require_user && n.status == "pending" && !known.contains(&n.oura_user_id) {
+                    ("unknown_user", Some(UNKNOWN_USER_ERROR.to_string()))
+                } else {
+                    (
+                        n.status.as_str(),
+                        n.last_error.as_deref().map(|e| truncate(e, 1024)),
+                    )
+                }
+            })
+            .collect();
         let ids: Vec<String> = ns
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
@@ -430,6 +485,7 @@ impl Store {
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (i, n) in chunk.iter().enumerate() {
+                let (status, error) = &decided[chunk_no * NOTIFICATION_CHUNK + i];
                 q = q
                     .bind(ids[chunk_no * NOTIFICATION_CHUNK + i].as_str())
                     .bind(n.oura_user_id.as_str())
@@ -437,8 +493,8 @@ impl Store {
                     .bind(n.object_id.as_str())
                     .bind(n.event_type.as_str())
                     .bind(n.event_time.as_str())
-                    .bind(n.status.as_str())
-                    .bind(n.last_error.as_deref().map(|e| truncate(e, 1024)));
+                    .bind(*status)
+                    .bind(error.clone());
             }
             for row in q.fetch_all(&mut *tx).await? {
                 inserted.insert(row.get::<String, _>(0));
@@ -446,8 +502,9 @@ impl Store {
         }
         let mut users: Vec<&str> = ns
             .iter()
-            .filter(|n| n.status == "pending")
-            .map(|n| n.oura_user_id.as_str())
+            .zip(&decided)
+            .filter(|(_, (status, _))| *status == "pending")
+            .map(|(n, _)| n.oura_user_id.as_str())
             .collect();
         users.sort_unstable();
         users.dedup();
@@ -462,7 +519,14 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        Ok(ids.iter().map(|id| inserted.contains(id)).collect())
+        Ok(ids
+            .iter()
+            .zip(decided)
+            .map(|(id, (status, _))| NotificationRecorded {
+                new: inserted.contains(id),
+                status: status.to_string(),
+            })
+            .collect())
     }
 
     /// Claim up to `limit` due pending notifications under a lease.
