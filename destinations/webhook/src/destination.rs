@@ -56,7 +56,9 @@ impl WebhookDestination {
             .timeout(s.timeout)
             .connect_timeout(s.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(32)
+            // No cap on idle connections: in-flight requests never exceed the destination's
+            // `concurrency`, and a cap below it closed and reopened connections at full load.
+            .pool_max_idle_per_host(usize::MAX)
             .http1_only()
             .no_proxy();
         if !s.allow_private_network {
