@@ -609,6 +609,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     let latency = if args.seconds > 0 {
+        // The intake phase leaves ~100 MB of dirty pages for the kernel to write back; flush
+        // them first so that writeback does not land on the latency phase's fsyncs.
+        let _ = tokio::process::Command::new("sync").status().await;
         Some(latency_phase(&args, dir.path(), &sim, receiver, &recv, &users).await?)
     } else {
         None
