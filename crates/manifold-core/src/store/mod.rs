@@ -224,6 +224,96 @@ fn value_rows(backend: Backend, first: usize, rows: usize, per_row: usize, tail:
         .join(", ")
 }
 
+/// The ids and natural keys of a group of payloads to commit, and the keys whose latest stored
+/// version must be read (shared by the SQLite writer and the sqlx statements).
+struct CommitKeys<'a> {
+    ids: Vec<String>,
+    keys: Vec<String>,
+    /// Sorted, so PostgreSQL transactions with overlapping keys lock in the same order.
+    lookup: Vec<&'a str>,
+}
+
+impl<'a> CommitKeys<'a> {
+    fn new(payloads: &[&'a NewPayload]) -> CommitKeys<'a> {
+        let ids: Vec<String> = payloads
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let keys: Vec<String> = payloads
+            .iter()
+            .zip(&ids)
+            .map(|(p, id)| {
+                p.envelope
+                    .natural_key
+                    .clone()
+                    .unwrap_or_else(|| format!("event:{id}"))
+            })
+            .collect();
+        let mut lookup: Vec<&'a str> = payloads
+            .iter()
+            .filter_map(|p| p.envelope.natural_key.as_deref())
+            .collect();
+        lookup.sort_unstable();
+        lookup.dedup();
+        CommitKeys { ids, keys, lookup }
+    }
+}
+
+/// Decide every payload of a group against `latest` (natural key → stored id, version, body):
+/// identical to the latest version (and not forced) → a duplicate, nothing written; otherwise
+/// the next version. Returns each payload's result and the `(index, version)` rows to insert;
+/// `latest` is updated so a later payload of the same key in the group builds on an earlier one.
+fn plan_versions(
+    payloads: &[&NewPayload],
+    ids: &[String],
+    keys: &[String],
+    latest: &mut HashMap<String, (String, i64, String)>,
+) -> (Vec<Result<Committed>>, Vec<(usize, i64)>) {
+    let mut out = Vec::with_capacity(payloads.len());
+    let mut inserts: Vec<(usize, i64)> = Vec::with_capacity(payloads.len());
+    for (i, p) in payloads.iter().enumerate() {
+        if let Some((id, version, body)) = latest.get(&keys[i])
+            && *body == p.body
+            && !p.force
+        {
+            out.push(Ok(Committed {
+                payload_id: id.clone(),
+                version: *version,
+                deliveries: 0,
+                duplicate: true,
+            }));
+            continue;
+        }
+        let version = latest.get(&keys[i]).map(|l| l.1 + 1).unwrap_or(1);
+        latest.insert(keys[i].clone(), (ids[i].clone(), version, p.body.clone()));
+        inserts.push((i, version));
+        out.push(Ok(Committed {
+            payload_id: ids[i].clone(),
+            version,
+            deliveries: p.destinations.len(),
+            duplicate: false,
+        }));
+    }
+    (out, inserts)
+}
+
+/// The delivered records of `(token, node, record)` grouped by claim token.
+fn delivered_by_token<'a>(
+    all: &[(&'a str, &str, &'a AttemptRecord)],
+) -> Vec<(&'a str, Vec<&'a str>)> {
+    let mut delivered: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (token, _, r) in all {
+        if r.disposition != Disposition::Delivered {
+            continue;
+        }
+        match delivered.iter_mut().find(|(t, _)| t == token) {
+            Some((_, ids)) => ids.push(r.delivery_id.as_str()),
+            None => delivered.push((token, vec![r.delivery_id.as_str()])),
+        }
+    }
+    delivered
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -502,28 +592,8 @@ impl Store {
         woken: &mut Vec<String>,
     ) -> Result<Vec<Result<Committed>>> {
         let now = now_ms();
-        let ids: Vec<String> = payloads
-            .iter()
-            .map(|_| uuid::Uuid::now_v7().to_string())
-            .collect();
-        let keys: Vec<String> = payloads
-            .iter()
-            .zip(&ids)
-            .map(|(p, id)| {
-                p.envelope
-                    .natural_key
-                    .clone()
-                    .unwrap_or_else(|| format!("event:{id}"))
-            })
-            .collect();
-        let mut lookup: Vec<&str> = payloads
-            .iter()
-            .zip(&keys)
-            .filter(|(p, _)| p.envelope.natural_key.is_some())
-            .map(|(_, k)| k.as_str())
-            .collect();
-        lookup.sort_unstable();
-        lookup.dedup();
+        let refs: Vec<&NewPayload> = payloads.iter().collect();
+        let CommitKeys { ids, keys, lookup } = CommitKeys::new(&refs);
         if self.backend == Backend::Postgres {
             // Sorted, so two transactions with overlapping keys lock in the same order.
             for k in &lookup {
@@ -549,33 +619,7 @@ impl Store {
                 latest.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
             }
         }
-        let mut out = Vec::with_capacity(payloads.len());
-        // (payload index, version) of the rows to insert
-        let mut inserts: Vec<(usize, i64)> = Vec::with_capacity(payloads.len());
-        for (i, p) in payloads.iter().enumerate() {
-            if let Some((id, version, body)) = latest.get(&keys[i])
-                && *body == p.body
-                && !p.force
-            {
-                out.push(Ok(Committed {
-                    payload_id: id.clone(),
-                    version: *version,
-                    deliveries: 0,
-                    duplicate: true,
-                }));
-                continue;
-            }
-            let version = latest.get(&keys[i]).map(|l| l.1 + 1).unwrap_or(1);
-            // A later payload of the same key in this group builds on this one.
-            latest.insert(keys[i].clone(), (ids[i].clone(), version, p.body.clone()));
-            inserts.push((i, version));
-            out.push(Ok(Committed {
-                payload_id: ids[i].clone(),
-                version,
-                deliveries: p.destinations.len(),
-                duplicate: false,
-            }));
-        }
+        let (out, inserts) = plan_versions(&refs, &ids, &keys, &mut latest);
         for chunk in inserts.chunks(INSERT_CHUNK) {
             // `now` is an integer from our clock, written as a literal.
             let sql = format!(
@@ -783,17 +827,7 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         // Delivered rows, one UPDATE per claim token.
-        let mut delivered: Vec<(&str, Vec<&str>)> = Vec::new();
-        for (token, _, r) in &all {
-            if r.disposition != Disposition::Delivered {
-                continue;
-            }
-            match delivered.iter_mut().find(|(t, _)| t == token) {
-                Some((_, ids)) => ids.push(r.delivery_id.as_str()),
-                None => delivered.push((token, vec![r.delivery_id.as_str()])),
-            }
-        }
-        for (token, ids) in &delivered {
+        for (token, ids) in &delivered_by_token(&all) {
             for chunk in ids.chunks(LOOKUP_CHUNK) {
                 let sql = format!(
                     "UPDATE deliveries SET status = 'delivered', lease_owner = NULL, lease_expires_at = NULL, \

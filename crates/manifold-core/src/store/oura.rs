@@ -65,6 +65,69 @@ fn user_from_row(r: &AnyRow) -> OuraUserRow {
     }
 }
 
+/// The Oura user ids whose existence decides a group's statuses (`require_user`, `pending`).
+pub(super) fn users_to_check<'a>(ns: &[&'a NewOuraNotification]) -> Vec<&'a str> {
+    let mut asked: Vec<&str> = ns
+        .iter()
+        .filter(|n| n.require_user && n.status == "pending")
+        .map(|n| n.oura_user_id.as_str())
+        .collect();
+    asked.sort_unstable();
+    asked.dedup();
+    asked
+}
+
+/// Each notification's (status, last_error): `unknown_user` when it requires a user that is
+/// not among `known`, else what it came with.
+pub(super) fn decide_statuses<'a>(
+    ns: &[&'a NewOuraNotification],
+    known: &std::collections::HashSet<String>,
+) -> Vec<(&'a str, Option<String>)> {
+    ns.iter()
+        .map(|n| {
+            if n.require_user && n.status == "pending" && !known.contains(&n.oura_user_id) {
+                ("unknown_user", Some(UNKNOWN_USER_ERROR.to_string()))
+            } else {
+                (
+                    n.status.as_str(),
+                    n.last_error.as_deref().map(|e| truncate(e, 1024)),
+                )
+            }
+        })
+        .collect()
+}
+
+/// The users whose `last_webhook_at` a group stamps: those with a `pending` notification.
+pub(super) fn users_to_stamp<'a>(
+    ns: &[&'a NewOuraNotification],
+    decided: &[(&str, Option<String>)],
+) -> Vec<&'a str> {
+    let mut users: Vec<&str> = ns
+        .iter()
+        .zip(decided)
+        .filter(|(_, (status, _))| *status == "pending")
+        .map(|(n, _)| n.oura_user_id.as_str())
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    users
+}
+
+/// The result per notification: new unless its id was not inserted (a duplicate).
+pub(super) fn recorded(
+    ids: &[String],
+    decided: Vec<(&str, Option<String>)>,
+    inserted: &std::collections::HashSet<String>,
+) -> Vec<NotificationRecorded> {
+    ids.iter()
+        .zip(decided)
+        .map(|(id, (status, _))| NotificationRecorded {
+            new: inserted.contains(id),
+            status: status.to_string(),
+        })
+        .collect()
+}
+
 /// Tokens and grant details written when a user connects or refreshes.
 #[derive(Debug, Clone)]
 pub struct OuraTokens {
@@ -429,13 +492,8 @@ impl Store {
         ns: &[NewOuraNotification],
     ) -> Result<Vec<NotificationRecorded>> {
         let now = now_ms();
-        let mut asked: Vec<&str> = ns
-            .iter()
-            .filter(|n| n.require_user && n.status == "pending")
-            .map(|n| n.oura_user_id.as_str())
-            .collect();
-        asked.sort_unstable();
-        asked.dedup();
+        let refs: Vec<&NewOuraNotification> = ns.iter().collect();
+        let asked = users_to_check(&refs);
         let mut known = std::collections::HashSet::new();
         for chunk in asked.chunks(NOTIFICATION_CHUNK) {
             let sql = format!(
@@ -450,19 +508,7 @@ impl Store {
                 known.insert(row.get::<String, _>(0));
             }
         }
-        let decided: Vec<(&str, Option<String>)> = ns
-            .iter()
-            .map(|n| {
-                if n.require_user && n.status == "pending" && !known.contains(&n.oura_user_id) {
-                    ("unknown_user", Some(UNKNOWN_USER_ERROR.to_string()))
-                } else {
-                    (
-                        n.status.as_str(),
-                        n.last_error.as_deref().map(|e| truncate(e, 1024)),
-                    )
-                }
-            })
-            .collect();
+        let decided = decide_statuses(&refs, &known);
         let ids: Vec<String> = ns
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
@@ -500,14 +546,7 @@ impl Store {
                 inserted.insert(row.get::<String, _>(0));
             }
         }
-        let mut users: Vec<&str> = ns
-            .iter()
-            .zip(&decided)
-            .filter(|(_, (status, _))| *status == "pending")
-            .map(|(n, _)| n.oura_user_id.as_str())
-            .collect();
-        users.sort_unstable();
-        users.dedup();
+        let users = users_to_stamp(&refs, &decided);
         for chunk in users.chunks(NOTIFICATION_CHUNK) {
             let sql = format!(
                 "UPDATE oura_users SET last_webhook_at = {now} WHERE oura_user_id IN ({})",
@@ -519,14 +558,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        Ok(ids
-            .iter()
-            .zip(decided)
-            .map(|(id, (status, _))| NotificationRecorded {
-                new: inserted.contains(id),
-                status: status.to_string(),
-            })
-            .collect())
+        Ok(recorded(&ids, decided, &inserted))
     }
 
     /// Claim up to `limit` due pending notifications under a lease.

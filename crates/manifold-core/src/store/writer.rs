@@ -21,11 +21,14 @@ use chrono::{TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::oura::{NOTIFICATION_CHUNK, NotificationRecorded, UNKNOWN_USER_ERROR};
+use super::oura::{
+    NOTIFICATION_CHUNK, NotificationRecorded, decide_statuses, recorded, users_to_check,
+    users_to_stamp,
+};
 use super::{
-    AttemptRecord, Backend, Committed, Disposition, INSERT_CHUNK, LOOKUP_CHUNK,
-    NewOuraNotification, NewPayload, RESPONSE_LIMIT, Result, StoreError, Wakers, now_ms,
-    placeholders, truncate, value_rows,
+    AttemptRecord, Backend, CommitKeys, Committed, Disposition, INSERT_CHUNK, LOOKUP_CHUNK,
+    NewOuraNotification, NewPayload, RESPONSE_LIMIT, Result, StoreError, Wakers,
+    delivered_by_token, now_ms, placeholders, plan_versions, truncate, value_rows,
 };
 use crate::destination::Delivery;
 
@@ -256,28 +259,7 @@ fn commit_payloads(
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let ids: Vec<String> = payloads
-        .iter()
-        .map(|_| uuid::Uuid::now_v7().to_string())
-        .collect();
-    let keys: Vec<String> = payloads
-        .iter()
-        .zip(&ids)
-        .map(|(p, id)| {
-            p.envelope
-                .natural_key
-                .clone()
-                .unwrap_or_else(|| format!("event:{id}"))
-        })
-        .collect();
-    let mut lookup: Vec<&str> = payloads
-        .iter()
-        .zip(&keys)
-        .filter(|(p, _)| p.envelope.natural_key.is_some())
-        .map(|(_, k)| k.as_str())
-        .collect();
-    lookup.sort_unstable();
-    lookup.dedup();
+    let CommitKeys { ids, keys, lookup } = CommitKeys::new(payloads);
     // The latest stored (id, version, body) of every key in the group.
     let mut latest: HashMap<String, (String, i64, String)> = HashMap::new();
     for chunk in lookup.chunks(LOOKUP_CHUNK) {
@@ -292,33 +274,7 @@ fn commit_payloads(
             latest.insert(r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?));
         }
     }
-    let mut out = Vec::with_capacity(payloads.len());
-    // (payload index, version) of the rows to insert
-    let mut inserts: Vec<(usize, i64)> = Vec::with_capacity(payloads.len());
-    for (i, p) in payloads.iter().enumerate() {
-        if let Some((id, version, body)) = latest.get(&keys[i])
-            && *body == p.body
-            && !p.force
-        {
-            out.push(Ok(Committed {
-                payload_id: id.clone(),
-                version: *version,
-                deliveries: 0,
-                duplicate: true,
-            }));
-            continue;
-        }
-        let version = latest.get(&keys[i]).map(|l| l.1 + 1).unwrap_or(1);
-        // A later payload of the same key in this group builds on this one.
-        latest.insert(keys[i].clone(), (ids[i].clone(), version, p.body.clone()));
-        inserts.push((i, version));
-        out.push(Ok(Committed {
-            payload_id: ids[i].clone(),
-            version,
-            deliveries: p.destinations.len(),
-            duplicate: false,
-        }));
-    }
+    let (out, inserts) = plan_versions(payloads, &ids, &keys, &mut latest);
     for chunk in inserts.chunks(INSERT_CHUNK) {
         // `now` is an integer from our clock, written as a literal.
         let sql = format!(
@@ -420,17 +376,7 @@ fn record_attempts(tx: &Connection, jobs: &[(&str, &str, &[AttemptRecord])]) -> 
         tx.prepare_cached(&sql)?.execute(&*args)?;
     }
     // Delivered rows, one UPDATE per claim token.
-    let mut delivered: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (token, _, r) in &all {
-        if r.disposition != Disposition::Delivered {
-            continue;
-        }
-        match delivered.iter_mut().find(|(t, _)| t == token) {
-            Some((_, ids)) => ids.push(r.delivery_id.as_str()),
-            None => delivered.push((token, vec![r.delivery_id.as_str()])),
-        }
-    }
-    for (token, ids) in &delivered {
+    for (token, ids) in &delivered_by_token(&all) {
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             let sql = format!(
                 "UPDATE deliveries SET status = 'delivered', lease_owner = NULL, lease_expires_at = NULL, \
@@ -512,13 +458,7 @@ fn record_notifications(
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let mut asked: Vec<&str> = ns
-        .iter()
-        .filter(|n| n.require_user && n.status == "pending")
-        .map(|n| n.oura_user_id.as_str())
-        .collect();
-    asked.sort_unstable();
-    asked.dedup();
+    let asked = users_to_check(ns);
     let mut known: HashSet<String> = HashSet::new();
     for chunk in asked.chunks(LOOKUP_CHUNK) {
         let sql = format!(
@@ -531,19 +471,7 @@ fn record_notifications(
             known.insert(r.get(0)?);
         }
     }
-    let decided: Vec<(&str, Option<String>)> = ns
-        .iter()
-        .map(|n| {
-            if n.require_user && n.status == "pending" && !known.contains(&n.oura_user_id) {
-                ("unknown_user", Some(UNKNOWN_USER_ERROR.to_string()))
-            } else {
-                (
-                    n.status.as_str(),
-                    n.last_error.as_deref().map(|e| truncate(e, 1024)),
-                )
-            }
-        })
-        .collect();
+    let decided = decide_statuses(ns, &known);
     let ids: Vec<String> = ns
         .iter()
         .map(|_| uuid::Uuid::now_v7().to_string())
@@ -585,14 +513,7 @@ fn record_notifications(
             inserted.insert(r.get::<_, String>(0)?);
         }
     }
-    let mut users: Vec<&str> = ns
-        .iter()
-        .zip(&decided)
-        .filter(|(_, (status, _))| *status == "pending")
-        .map(|(n, _)| n.oura_user_id.as_str())
-        .collect();
-    users.sort_unstable();
-    users.dedup();
+    let users = users_to_stamp(ns, &decided);
     for chunk in users.chunks(NOTIFICATION_CHUNK) {
         let sql = format!(
             "UPDATE oura_users SET last_webhook_at = {now} WHERE oura_user_id IN ({})",
@@ -601,14 +522,7 @@ fn record_notifications(
         tx.prepare_cached(&sql)?
             .execute(rusqlite::params_from_iter(chunk.iter()))?;
     }
-    Ok(ids
-        .iter()
-        .zip(decided)
-        .map(|(id, (status, _))| NotificationRecorded {
-            new: inserted.contains(id),
-            status: status.to_string(),
-        })
-        .collect())
+    Ok(recorded(&ids, decided, &inserted))
 }
 
 /// The SQLite statements of `Store::claim_in`: lease up to `limit` due rows of `destination`
