@@ -2,8 +2,9 @@
 //! the Oura simulator (an outside system), with a webhook receiver recording what the webhook
 //! destination delivers (bodies and headers).
 
+mod oura_common;
+
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,9 +15,9 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use chrono::{NaiveDate, Utc};
 use manifold_core::store::{DeliveryFilter, OuraTokens};
-use manifold_core::{Config, Engine, Registry, Store};
+use manifold_core::{Engine, Store};
 use manifold_oura::connector::Connector;
-use manifold_server::{AppState, router};
+use oura_common::{Node, serve};
 use oura_sim::{FaultUpdate, RunningSim, SimConfig};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -181,43 +182,27 @@ async fn world_with(
     })
     .await;
     let (receiver_url, received) = start_receiver().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}");
-    let mut registry = Registry::new();
-    registry.register(manifold_webhook::WebhookFactory);
     let url = store_url
         .map(str::to_string)
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("manifold.db").display()));
-    let text = config_text_url(
-        &url,
-        &base,
-        &sim.base_url,
-        &receiver_url,
-        backfill_days,
-        oura_extra,
-    );
-    let config = Config::from_str(&text, "history-test.toml", &registry, &|_| None)
-        .unwrap_or_else(|e| panic!("config: {e}"));
-    let engine = Engine::from_config(&config).await.unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let mut workers = engine.start(stop_rx.clone());
-    let connector = Connector::new(engine.clone(), &config).unwrap();
-    workers.spawn(connector.clone().run(stop_rx.clone()));
-    let state = AppState {
-        engine: engine.clone(),
-        api_keys: Arc::new(config.server.api_keys.clone()),
-        max_body: config.server.max_body as usize,
-        oura: Some(connector.clone()),
-    };
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|v| *v).await;
-            })
-            .await;
-    });
+    let Node {
+        base,
+        engine,
+        connector,
+        stop,
+        workers,
+        server,
+    } = serve("history-test.toml", true, |base| {
+        config_text_url(
+            &url,
+            base,
+            &sim.base_url,
+            &receiver_url,
+            backfill_days,
+            oura_extra,
+        )
+    })
+    .await;
     World {
         dir,
         sim,

@@ -3,7 +3,8 @@
 //! (in-process, SQLite file) ↔ a webhook receiver that records what the webhook destination
 //! delivers.
 
-use std::net::SocketAddr;
+mod oura_common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,13 +13,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use manifold_core::store::DeliveryFilter;
-use manifold_core::{Config, Engine, Registry};
-use manifold_oura::connector::Connector;
-use manifold_server::{AppState, router};
+use oura_common::{Node, http, serve};
 use oura_sim::{FaultUpdate, RunningSim, SimConfig, SyncRequest};
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 const API_KEY: &str = "test-api-key";
 const SECRET: &str = "sim-client-secret";
@@ -79,15 +76,6 @@ async fn start_receiver() -> (String, Received) {
 
 // ---------------------------------------------------------------------- node
 
-struct Node {
-    base: String,
-    engine: Engine,
-    connector: Arc<Connector>,
-    stop: watch::Sender<bool>,
-    workers: JoinSet<()>,
-    server: tokio::task::JoinHandle<()>,
-}
-
 fn config_text(db: &Path, public: &str, sim: &str, receiver: &str) -> String {
     config_text_url(&format!("sqlite://{}", db.display()), public, sim, receiver)
 }
@@ -137,59 +125,10 @@ async fn start_node(db: &Path, sim: &str, receiver: &str, run_worker: bool) -> N
 }
 
 async fn start_node_url(store_url: &str, sim: &str, receiver: &str, run_worker: bool) -> Node {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}");
-    let mut registry = Registry::new();
-    registry.register(manifold_webhook::WebhookFactory);
-    let text = config_text_url(store_url, &base, sim, receiver);
-    let config = Config::from_str(&text, "oura-test.toml", &registry, &|_| None)
-        .unwrap_or_else(|e| panic!("config: {e}"));
-    let engine = Engine::from_config(&config).await.unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let mut workers = engine.start(stop_rx.clone());
-    let connector = Connector::new(engine.clone(), &config).unwrap();
-    if run_worker {
-        workers.spawn(connector.clone().run(stop_rx.clone()));
-    }
-    let state = AppState {
-        engine: engine.clone(),
-        api_keys: Arc::new(config.server.api_keys.clone()),
-        max_body: config.server.max_body as usize,
-        oura: Some(connector.clone()),
-    };
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|v| *v).await;
-            })
-            .await;
-    });
-    Node {
-        base,
-        engine,
-        connector,
-        stop,
-        workers,
-        server,
-    }
-}
-
-impl Node {
-    async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        while self.workers.join_next().await.is_some() {}
-        let _ = self.server.await;
-        self.engine.store().close().await;
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    serve("oura-test.toml", run_worker, |base| {
+        config_text_url(store_url, base, sim, receiver)
+    })
+    .await
 }
 
 struct World {

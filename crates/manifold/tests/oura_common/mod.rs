@@ -146,25 +146,37 @@ pub struct Node {
     pub base: String,
     pub engine: Engine,
     pub connector: Arc<Connector>,
-    stop: watch::Sender<bool>,
-    workers: JoinSet<()>,
-    server: tokio::task::JoinHandle<()>,
+    pub stop: watch::Sender<bool>,
+    pub workers: JoinSet<()>,
+    pub server: tokio::task::JoinHandle<()>,
 }
 
 pub async fn start_node(store_url: &str, sim: &str, receiver: &str, extra_oura: &str) -> Node {
+    serve("oura-test.toml", true, |base| {
+        config_text("127.0.0.1:0", store_url, base, sim, receiver, extra_oura)
+    })
+    .await
+}
+
+/// An in-process node: binds a port, builds the engine and the Oura connector from the config
+/// text `text` makes for the node's public base URL (named `file` in errors), starts the
+/// delivery workers (and the connector's workers when `run_worker`) and serves the HTTP API.
+pub async fn serve(file: &str, run_worker: bool, text: impl FnOnce(&str) -> String) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
     let mut registry = Registry::new();
     registry.register(manifold_webhook::WebhookFactory);
-    let text = config_text("127.0.0.1:0", store_url, &base, sim, receiver, extra_oura);
-    let config = Config::from_str(&text, "oura-test.toml", &registry, &|_| None)
+    let text = text(&base);
+    let config = Config::from_str(&text, file, &registry, &|_| None)
         .unwrap_or_else(|e| panic!("config: {e}"));
     let engine = Engine::from_config(&config).await.unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let mut workers = engine.start(stop_rx.clone());
     let connector = Connector::new(engine.clone(), &config).unwrap();
-    workers.spawn(connector.clone().run(stop_rx.clone()));
+    if run_worker {
+        workers.spawn(connector.clone().run(stop_rx.clone()));
+    }
     let state = AppState {
         engine: engine.clone(),
         api_keys: Arc::new(config.server.api_keys.clone()),
