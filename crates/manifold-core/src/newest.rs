@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::destination::Delivery;
+use crate::destination::{Delivery, Outcome, Response};
 use tokio::sync::OwnedMutexGuard;
 
 /// Metadata name holding the record version an object was written from.
@@ -25,6 +25,21 @@ pub const VERSION_META: &str = "version";
 /// How often a conditional write that lost a race is tried again before the delivery is
 /// retried later by the engine.
 pub const CONFLICT_ATTEMPTS: usize = 4;
+
+/// The outcome of a delivery whose record objects in `superseded` were not written because a
+/// newer version is stored: delivered, saying which were skipped (visible in the attempt log).
+pub fn delivered_unless_superseded(superseded: &[&str]) -> Outcome {
+    if superseded.is_empty() {
+        Outcome::delivered()
+    } else {
+        Outcome::Delivered {
+            response: Response::default().with_body(format!(
+                "not written: a newer version of the record is stored at {}",
+                superseded.join(", ")
+            )),
+        }
+    }
+}
 
 /// Whether `key` (an object planned for `d`) is named after the record, so versions of the record
 /// overwrite it. Objects of informational events and tombstones are named after the payload

@@ -447,16 +447,7 @@ impl AzureBlobDestination {
                 Err(out) => return out,
             }
         }
-        if superseded.is_empty() {
-            Outcome::delivered()
-        } else {
-            Outcome::Delivered {
-                response: Response::default().with_body(format!(
-                    "not written: a newer version of the record is stored at {}",
-                    superseded.join(", ")
-                )),
-            }
-        }
+        newest::delivered_unless_superseded(&superseded)
     }
 }
 

@@ -505,16 +505,7 @@ impl GcsDestination {
                 Err(out) => return out,
             }
         }
-        if superseded.is_empty() {
-            Outcome::delivered()
-        } else {
-            Outcome::Delivered {
-                response: Response::default().with_body(format!(
-                    "not written: a newer version of the record is stored at {}",
-                    superseded.join(", ")
-                )),
-            }
-        }
+        newest::delivered_unless_superseded(&superseded)
     }
 
     /// A GET link for object `name`: V4-signed with the key, or the emulator's media URL.
